@@ -1,0 +1,1 @@
+"""Event generator: realistic shopping sessions published to each tenant's Pulsar topic."""

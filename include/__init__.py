@@ -1,0 +1,1 @@
+"""Code shared by every component: settings, event contract, tenant registry, SQL, services."""

@@ -1,0 +1,1 @@
+"""The embedded default: PostgreSQL, pulsar-lite and the platform's processes under supervisord."""

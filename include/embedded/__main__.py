@@ -1,0 +1,5 @@
+"""``python -m include.embedded``: see ``include.embedded.cli``."""
+
+from include.embedded.cli import main
+
+raise SystemExit(main())

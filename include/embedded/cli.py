@@ -1,0 +1,157 @@
+"""``python -m include.embedded up|down|status|logs``: the embedded platform behind ``make run``.
+
+``up`` is idempotent: a second call keeps every byte of data, re-applies pending migrations and
+starts whatever is not running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+from include.db import connect, wait_for_postgres
+from include.embedded import broker, postgres, prereqs, supervisor
+from include.embedded.net import port_in_use, wait_for_port
+from include.embedded.paths import StatePaths
+from include.log import configure_logging
+from include.settings import Settings, get_settings
+from include.sql.migrate import apply_migrations
+
+log = logging.getLogger("lakehouse.embedded")
+_RUNNING_STATES = {"RUNNING", "STARTING"}
+
+
+def _check_ports_free(settings: Settings) -> None:
+    pulsar_host, pulsar_port = broker.broker_address(settings)
+    metrics_host, _, metrics_port = settings.pulsar_metrics_addr.rpartition(":")
+    wanted = [
+        ("PostgreSQL", settings.pg_host, settings.pg_port, "LAKEHOUSE_PG_PORT"),
+        ("pulsar-lite", pulsar_host, pulsar_port, "LAKEHOUSE_PULSAR_URL"),
+        ("pulsar-lite metrics", metrics_host, int(metrics_port), "LAKEHOUSE_PULSAR_METRICS_ADDR"),
+    ]
+    for what, host, port, variable in wanted:
+        if port_in_use(host, port):
+            raise prereqs.MissingPrerequisiteError(
+                f"{host}:{port}, wanted by {what}, is already in use by another process: "
+                f"stop that process or set {variable}."
+            )
+
+
+def up(settings: Settings, *, with_generator: bool = True) -> None:
+    """Start (or complete) the embedded platform and wait until it is ready."""
+    prereqs.check_python()
+    prereqs.check_java()
+    prereqs.check_privilege_drop()
+    bindir = prereqs.find_postgres_bindir(settings.pg_bindir)
+    paths = StatePaths.under(settings.state_dir)
+    paths.create()
+    already_running = supervisor.supervisord_pid(paths) is not None
+    if not already_running:
+        _check_ports_free(settings)
+    created = postgres.ensure_cluster(settings, paths, bindir)
+    broker.write_config(settings, paths)
+    paths.supervisor_config.write_text(supervisor.render_config(settings, paths, bindir))
+    supervisor.start(paths)
+    log.info("supervisor up", extra={"state_dir": str(paths.root), "new_cluster": created,
+                                     "was_running": already_running})
+    wait_for_postgres_server(settings)
+    postgres.ensure_database(settings)
+    with connect(settings) as conn:
+        applied = apply_migrations(conn)
+    log.info("migrations", extra={"applied_now": applied})
+    wait_for_port(*broker.broker_address(settings), timeout_s=60)
+    if with_generator:
+        supervisor.ctl(paths, "start", "generator")
+
+
+def wait_for_postgres_server(settings: Settings) -> None:
+    """Wait until the server answers (before the platform database may exist)."""
+    admin = settings.model_copy(update={"pg_database": "postgres"})
+    wait_for_postgres(admin, timeout_s=90)
+
+
+def down(settings: Settings) -> bool:
+    """Stop every process of the embedded platform; return whether anything was running."""
+    return supervisor.shutdown(StatePaths.under(settings.state_dir))
+
+
+def _print_summary(settings: Settings) -> None:
+    paths = StatePaths.under(settings.state_dir)
+    print(
+        "\nThe lakehouse runs (embedded default):\n"
+        f"  PostgreSQL   postgresql://{settings.pg_user}@{settings.pg_host}:{settings.pg_port}/"
+        f"{settings.pg_database}   password: {settings.pg_password.get_secret_value()}\n"
+        f"  Pulsar       {settings.pulsar_url}   metrics: http://{settings.pulsar_metrics_addr}/metrics\n"
+        f"  Generator    {settings.generator_rate:g} events/s for {', '.join(settings.demo_tenants)}\n"
+        f"  Admin token  {settings.admin_token.get_secret_value()}   (dev only)\n"
+        f"  State        {paths.root}   logs: {paths.logs}\n"
+        "\n  make status   what runs     make logs   follow the logs     make stop   stop it all\n"
+    )
+
+
+def status(settings: Settings) -> int:
+    """Print each service's state; exit code 0 only when every autostarted one runs."""
+    paths = StatePaths.under(settings.state_dir)
+    infos = supervisor.process_info(paths)
+    if not infos:
+        print(f"The lakehouse is not running (state directory {paths.root}).")
+        return 3
+    for info in infos:
+        print(f"  {info.name:<12} {info.state:<10} {info.description}")
+    pg_ok = port_in_use(settings.pg_host, settings.pg_port)
+    pulsar_ok = port_in_use(*broker.broker_address(settings))
+    print(f"\n  PostgreSQL {settings.pg_host}:{settings.pg_port} "
+          f"{'accepts connections' if pg_ok else 'NOT reachable'}")
+    print(f"  Pulsar     {settings.pulsar_url} {'accepts connections' if pulsar_ok else 'NOT reachable'}")
+    healthy = all(i.state in _RUNNING_STATES for i in infos) and pg_ok and pulsar_ok
+    return 0 if healthy else 1
+
+
+def logs(settings: Settings, service: str | None, follow: bool) -> int:
+    """Show the last lines of the services' logs, following them unless told not to."""
+    paths = StatePaths.under(settings.state_dir)
+    files = sorted(paths.logs.glob(f"{service}.log" if service else "*.log"))
+    if not files:
+        print(f"No logs under {paths.logs}" + (f" for {service}" if service else ""))
+        return 1
+    args = ["tail", "-n", "40", *(["-F"] if follow else []), *map(str, files)]
+    os.execvp("tail", args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``make run``, ``make stop``, ``make status`` and ``make logs``."""
+    parser = argparse.ArgumentParser(prog="python -m include.embedded", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("up", help="start the embedded platform")
+    run.add_argument("--no-generator", action="store_true", help="do not start the generator")
+    commands.add_parser("down", help="stop every process")
+    commands.add_parser("status", help="show what runs")
+    show = commands.add_parser("logs", help="show the logs")
+    show.add_argument("service", nargs="?", help="one service (postgres, pulsar, generator)")
+    show.add_argument("--no-follow", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        settings = get_settings()
+    except ValueError as exc:
+        print(f"Invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        if args.command == "up":
+            started = time.monotonic()
+            up(settings, with_generator=not args.no_generator)
+            _print_summary(settings)
+            log.info("ready", extra={"seconds": round(time.monotonic() - started, 1)})
+            return 0
+        if args.command == "down":
+            print("Stopped." if down(settings) else "Nothing was running.")
+            return 0
+        if args.command == "status":
+            return status(settings)
+        return logs(settings, args.service, not args.no_follow)
+    except prereqs.MissingPrerequisiteError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2

@@ -1,0 +1,183 @@
+"""supervisord for the embedded platform: its config, and start/stop/status through supervisorctl.
+
+Each service is one ``[program:...]`` entry; supervisord restarts a crashed one. Later parts of
+the platform (the streaming job, Airflow, the API) add one entry each in ``programs()``.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from supervisor.xmlrpc import SupervisorTransport
+
+from include.embedded import broker, postgres
+from include.embedded.paths import StatePaths
+from include.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Program:
+    """One supervised process."""
+
+    name: str
+    command: list[str]
+    autostart: bool = True
+    stopsignal: str = "TERM"
+    stopwaitsecs: int = 30
+    startsecs: int = 2
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def programs(settings: Settings, paths: StatePaths, pg_bindir: Path) -> list[Program]:
+    """Every service of the embedded platform, in start order."""
+    tenants = ",".join(settings.demo_tenants)
+    generator = [sys.executable, "-m", "generator", "continuous", "--tenants", tenants]
+    generator += ["--rate", str(settings.generator_rate)]
+    if settings.generator_seed is not None:
+        generator += ["--seed", str(settings.generator_seed)]
+    return [
+        # SIGINT is PostgreSQL's "fast shutdown": clean, and quick.
+        Program("postgres", postgres.server_command(settings, paths, pg_bindir), stopsignal="INT",
+                stopwaitsecs=60, startsecs=3),
+        Program("pulsar", broker.server_command(paths)),
+        # Started by `up` once migrations ran and the tenants are registered.
+        Program("generator", generator, autostart=False),
+    ]
+
+
+def render_config(settings: Settings, paths: StatePaths, pg_bindir: Path) -> str:
+    """The supervisord.conf text."""
+    lines = [
+        "; Written by `make run` from the lakehouse settings; edits are overwritten.",
+        "[unix_http_server]",
+        f"file={paths.supervisor_socket}",
+        "chmod=0700",
+        "",
+        "[supervisord]",
+        f"logfile={paths.logs / 'supervisord.log'}",
+        f"pidfile={paths.supervisor_pidfile}",
+        f"childlogdir={paths.logs}",
+        f"directory={REPO_ROOT}",
+        "logfile_maxbytes=10MB",
+        "",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        "",
+        "[supervisorctl]",
+        f"serverurl=unix://{paths.supervisor_socket}",
+        "",
+    ]
+    for program in programs(settings, paths, pg_bindir):
+        env = {"PYTHONUNBUFFERED": "1", **program.env}
+        lines += [
+            f"[program:{program.name}]",
+            # supervisord expands %(...)s; a literal percent sign must be doubled.
+            "command=" + shlex.join(program.command).replace("%", "%%"),
+            f"directory={REPO_ROOT}",
+            f"autostart={str(program.autostart).lower()}",
+            "autorestart=true",
+            f"startsecs={program.startsecs}",
+            "startretries=10",
+            f"stopsignal={program.stopsignal}",
+            f"stopwaitsecs={program.stopwaitsecs}",
+            "stopasgroup=true",
+            "killasgroup=true",
+            f"stdout_logfile={paths.logs / (program.name + '.log')}",
+            "stdout_logfile_maxbytes=20MB",
+            "stdout_logfile_backups=3",
+            "redirect_stderr=true",
+            "environment=" + ",".join(f'{k}="{v}"' for k, v in env.items()),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def supervisord_pid(paths: StatePaths) -> int | None:
+    """The pid of this state directory's running supervisord, or None."""
+    try:
+        pid = int(paths.supervisor_pidfile.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    return pid
+
+
+def ctl(paths: StatePaths, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``supervisorctl`` against this state directory's supervisord."""
+    result = subprocess.run(
+        [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(paths.supervisor_config), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # supervisorctl exits non-zero when any program is not RUNNING; callers decide.
+    if check and result.returncode not in (0, 3):
+        raise RuntimeError(f"supervisorctl {' '.join(args)} failed: {result.stdout}{result.stderr}")
+    return result
+
+
+def start(paths: StatePaths) -> bool:
+    """Start supervisord, or reload its config if it runs; return whether it was started now."""
+    if supervisord_pid(paths) is not None:
+        ctl(paths, "update")
+        ctl(paths, "start", "postgres", "pulsar")
+        return False
+    subprocess.run(
+        [sys.executable, "-m", "supervisor.supervisord", "-c", str(paths.supervisor_config)],
+        check=True,
+    )
+    deadline = time.monotonic() + 15
+    while not paths.supervisor_socket.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return True
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """What supervisord reports of one program."""
+
+    name: str
+    state: str
+    pid: int
+    description: str
+
+
+def process_info(paths: StatePaths) -> list[ProcessInfo]:
+    """State of every program, through supervisord's XML-RPC interface (empty if it is down)."""
+    if supervisord_pid(paths) is None:
+        return []
+    transport = SupervisorTransport(None, None, f"unix://{paths.supervisor_socket}")
+    proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+    infos = proxy.supervisor.getAllProcessInfo()
+    return [
+        ProcessInfo(i["name"], i["statename"], int(i["pid"]), i["description"])
+        for i in infos  # type: ignore[union-attr]
+    ]
+
+
+def shutdown(paths: StatePaths, timeout_s: float = 120.0) -> bool:
+    """Stop every program and supervisord itself; return whether anything was running."""
+    pid = supervisord_pid(paths)
+    if pid is None:
+        return False
+    ctl(paths, "shutdown", check=False)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    raise TimeoutError(f"supervisord (pid {pid}) did not stop within {timeout_s:.0f} s")

@@ -1,0 +1,121 @@
+"""Reading a topic range exactly once despite redeliveries and stalls.
+
+pulsar-lite (and Apache Pulsar after reconnects) redelivers messages a reader already received,
+and a reader can stall while messages remain. Within one topic message ids only grow, so a
+message whose ``(ledger, entry, batch_index)`` is not greater than the last one kept is a
+redelivery and is dropped; a read that times out before its end is retried by a new reader that
+starts after the last id kept (``Reader.seek`` does not reposition on pulsar-lite).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pulsar
+
+log = logging.getLogger(__name__)
+
+Position = tuple[int, int, int]  # (ledger_id, entry_id, batch_index)
+_WHOLE_ENTRY = sys.maxsize
+
+
+class StalledReadError(RuntimeError):
+    """A topic read made no progress after repeated retries."""
+
+
+def position_of(message_id: pulsar.MessageId) -> Position:
+    """The ordering key of a message id within its topic."""
+    return (message_id.ledger_id(), message_id.entry_id(), message_id.batch_index())
+
+
+def message_id_at(position: Position) -> pulsar.MessageId:
+    """A ``MessageId`` for ``position`` (to start a reader there)."""
+    ledger, entry, batch = position
+    return pulsar.MessageId(-1, ledger, entry, batch)
+
+
+def _through_entry(position: Position) -> Position:
+    # An id without a batch index stands for its whole (possibly batched) entry.
+    ledger, entry, batch = position
+    return (ledger, entry, _WHOLE_ENTRY) if batch < 0 else position
+
+
+class RedeliveryFilter:
+    """Keeps a message only if its position is beyond every position kept before."""
+
+    def __init__(self, last: Position | None = None) -> None:
+        self.last = last
+        self.dropped = 0
+
+    def accept(self, position: Position) -> bool:
+        """Whether the message at ``position`` is new (and remember it if so)."""
+        if self.last is not None and position <= self.last:
+            self.dropped += 1
+            return False
+        self.last = position
+        return True
+
+
+def last_position(client: pulsar.Client, topic: str) -> Position | None:
+    """The position of the newest message in ``topic``, or None when it is empty."""
+    consumer = client.subscribe(
+        topic,
+        f"lakehouse-probe-{uuid.uuid4().hex[:12]}",
+        consumer_type=pulsar.ConsumerType.Exclusive,
+        initial_position=pulsar.InitialPosition.Latest,
+    )
+    try:
+        position = position_of(consumer.get_last_message_id())
+    finally:
+        consumer.unsubscribe()
+        consumer.close()
+    return None if position[0] < 0 or position[1] < 0 else position
+
+
+def read_range(
+    client: pulsar.Client,
+    topic: str,
+    after: Position | None,
+    until: Position,
+    *,
+    receiver_queue_size: int = 20_000,
+    read_timeout_ms: int = 3_000,
+    max_stalls: int = 10,
+) -> Iterator[pulsar.Message]:
+    """Yield each message of ``topic`` after ``after`` (exclusive) up to ``until`` (inclusive)
+    exactly once, in order; raise ``StalledReadError`` if reads keep timing out."""
+    end = _through_entry(until)
+    kept = RedeliveryFilter(after)
+    stalls = 0
+    while kept.last is None or kept.last < end:
+        start = pulsar.MessageId.earliest if kept.last is None else message_id_at(kept.last)
+        reader = client.create_reader(
+            topic, start, receiver_queue_size=receiver_queue_size, start_message_id_inclusive=False
+        )
+        try:
+            while True:
+                try:
+                    message = reader.read_next(read_timeout_ms)
+                except pulsar.Timeout:
+                    stalls += 1
+                    log.warning("topic read stalled; recreating the reader",
+                                extra={"topic": topic, "last": kept.last, "stalls": stalls})
+                    break
+                position = position_of(message.message_id())
+                if position > end:
+                    return
+                if kept.accept(position):
+                    yield message
+                if position == end:
+                    return
+                # The newest id may lack a batch index: the entry ends where the reader says
+                # nothing more is available (cheap: the client caches the broker's last id).
+                if position[:2] == end[:2] and not reader.has_message_available():
+                    return
+        finally:
+            reader.close()
+        if stalls >= max_stalls:
+            raise StalledReadError(f"{topic}: no progress after {stalls} stalled reads")

@@ -1,0 +1,108 @@
+"""The one configuration class shared by every component.
+
+Every value comes from an environment variable with the ``LAKEHOUSE_`` prefix or from an
+optional ``.env`` file. Dev-only defaults (credentials meant for a laptop) are refused when
+``LAKEHOUSE_ENV`` is not ``dev``, so a production deployment cannot start with them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_ADMIN_TOKEN = "admin-token"  # noqa: S105 - the documented dev credential, refused outside dev
+DEV_PG_PASSWORD = "lakehouse-dev"  # noqa: S105 - the documented dev credential, refused outside dev
+
+
+class Settings(BaseSettings):
+    """Platform configuration. Each field is documented in the README's configuration table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LAKEHOUSE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Literal["dev", "test", "prod"] = Field(
+        "dev", description="Deployment environment; dev-only credentials are refused unless dev."
+    )
+    state_dir: Path = Field(
+        Path(".lakehouse"), description="Where every embedded service keeps its data and logs."
+    )
+    log_level: str = Field("INFO", description="Log level for every component.")
+
+    pg_host: str = Field("127.0.0.1", description="PostgreSQL host.")
+    pg_port: int = Field(5433, description="PostgreSQL port (5433 avoids a system server).")
+    pg_database: str = Field("lakehouse", description="PostgreSQL database of the platform.")
+    pg_user: str = Field("lakehouse", description="PostgreSQL user (owner of the schema).")
+    pg_password: SecretStr = Field(
+        SecretStr(DEV_PG_PASSWORD), description="PostgreSQL password (dev default refused outside dev)."
+    )
+    pg_bindir: Path | None = Field(
+        None, description="Folder of the PostgreSQL server binaries; found automatically if unset."
+    )
+    pg_os_user: str = Field(
+        "postgres", description="OS user that runs the embedded PostgreSQL when started as root."
+    )
+
+    pulsar_url: str = Field("pulsar://127.0.0.1:6650", description="Pulsar service URL.")
+    pulsar_metrics_addr: str = Field(
+        "127.0.0.1:9650", description="Loopback address of the embedded broker's metrics."
+    )
+    topic_template: str = Field(
+        "persistent://public/default/{tenant_id}.events",
+        description="Topic name of a tenant; must contain {tenant_id}.",
+    )
+
+    admin_token: SecretStr = Field(
+        SecretStr(DEV_ADMIN_TOKEN), description="Bootstrap admin API token (dev default refused outside dev)."
+    )
+
+    demo_tenants: list[str] = Field(
+        default_factory=lambda: ["acme_shop", "globex_store", "initech_mart"],
+        description="Tenants the generator publishes for under `make run` (JSON list).",
+    )
+    generator_rate: float = Field(
+        50.0, gt=0, description="Events per second of the generator under `make run`."
+    )
+    generator_seed: int | None = Field(
+        None, description="Seed of the generator under `make run`; random if unset."
+    )
+
+    @model_validator(mode="after")
+    def _refuse_dev_defaults_outside_dev(self) -> Settings:
+        if self.env != "dev":
+            if self.admin_token.get_secret_value() == DEV_ADMIN_TOKEN:
+                raise ValueError(
+                    "LAKEHOUSE_ADMIN_TOKEN still has the dev default; set a secret value "
+                    f"when LAKEHOUSE_ENV={self.env}"
+                )
+            if self.pg_password.get_secret_value() == DEV_PG_PASSWORD:
+                raise ValueError(
+                    "LAKEHOUSE_PG_PASSWORD still has the dev default; set a secret value "
+                    f"when LAKEHOUSE_ENV={self.env}"
+                )
+        if "{tenant_id}" not in self.topic_template:
+            raise ValueError("LAKEHOUSE_TOPIC_TEMPLATE must contain the placeholder {tenant_id}")
+        return self
+
+    @property
+    def pg_dsn(self) -> str:
+        """libpq connection string for the platform database (password included)."""
+        return (
+            f"host={self.pg_host} port={self.pg_port} dbname={self.pg_database} "
+            f"user={self.pg_user} password={self.pg_password.get_secret_value()}"
+        )
+
+    @property
+    def pulsar_port(self) -> int:
+        """Port part of ``pulsar_url``."""
+        return int(self.pulsar_url.rsplit(":", 1)[1].rstrip("/"))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment on first use."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""SQL shared by the components: versioned schema migrations."""

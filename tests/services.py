@@ -1,0 +1,78 @@
+"""Test harness: the embedded platform on free ports in a temporary state directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from include.embedded import cli
+from include.settings import Settings
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def isolated_settings(state_dir: Path, **overrides: object) -> Settings:
+    """Settings for an isolated platform: free ports, fresh secrets, env=test."""
+    values: dict[str, object] = {
+        "env": "test",
+        "state_dir": state_dir,
+        "pg_port": free_port(),
+        "pulsar_url": f"pulsar://127.0.0.1:{free_port()}",
+        "pulsar_metrics_addr": f"127.0.0.1:{free_port()}",
+        "pg_password": secrets.token_urlsafe(16),
+        "admin_token": secrets.token_urlsafe(16),
+        "generator_rate": 200.0,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a subprocess the same settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE_")}
+    for name, value in settings.model_dump(mode="json").items():
+        if hasattr(getattr(settings, name), "get_secret_value"):
+            value = getattr(settings, name).get_secret_value()
+        if value is None:
+            continue
+        env[f"LAKEHOUSE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    return env
+
+
+def make_state_dir() -> Path:
+    """A temporary state directory the PostgreSQL OS user can traverse (pytest's are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="lakehouse-test-", dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+@contextmanager
+def embedded_platform(*, with_generator: bool = False, **overrides: object) -> Iterator[Settings]:
+    """Start PostgreSQL and pulsar-lite (and optionally the generator) under supervisord."""
+    state_dir = make_state_dir()
+    settings = isolated_settings(state_dir, **overrides)
+    old_env = os.environ.copy()
+    # Supervised children inherit supervisord's environment: give them these settings.
+    os.environ.update(settings_env(settings))
+    try:
+        cli.up(settings, with_generator=with_generator)
+        yield settings
+    finally:
+        try:
+            cli.down(settings)
+        finally:
+            os.environ.clear()
+            os.environ.update(old_env)
+            shutil.rmtree(state_dir, ignore_errors=True)
