@@ -47,8 +47,11 @@ def _tenant_list(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(prog="python -m generator", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m generator",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     modes = parser.add_subparsers(dest="mode", required=True)
     burst = modes.add_parser("burst", help="publish N messages as fast as possible")
     burst.add_argument("--count", type=int, required=True, help="messages to publish")
@@ -60,25 +63,56 @@ def build_parser() -> argparse.ArgumentParser:
         who.add_argument("--tenants", type=_tenant_list, help="comma-separated tenant ids")
         who.add_argument("--tenant-count", type=int, help="use the first N demo tenants")
         mode.add_argument("--seed", type=int, help="seed for reproducible output")
-        mode.add_argument("--start-time", type=datetime.fromisoformat,
-                          help="event time of the first session (default: now); with --seed "
-                               "a burst is then byte-for-byte reproducible")
-        mode.add_argument("--v2-share", type=_share, default=0.3,
-                          help="share of sessions using schema version 2 (default 0.3)")
-        mode.add_argument("--late-share", type=_share, default=0.0,
-                          help="share of sessions whose events are hours to days late")
-        mode.add_argument("--duplicate-rate", type=_share, default=0.0,
-                          help="share of messages that resend an earlier event_id")
-        mode.add_argument("--malformed-rate", type=_share, default=0.0,
-                          help="share of messages that are not valid JSON")
-        mode.add_argument("--bad-version-rate", type=_share, default=0.0,
-                          help="share of messages with an unsupported schema_version")
-        mode.add_argument("--tenant-mismatch-rate", type=_share, default=0.0,
-                          help="share of messages whose tenant_id is not their topic's tenant")
+        mode.add_argument(
+            "--start-time",
+            type=datetime.fromisoformat,
+            help="event time of the first session (default: now); with --seed "
+            "a burst is then byte-for-byte reproducible",
+        )
+        mode.add_argument(
+            "--v2-share",
+            type=_share,
+            default=0.3,
+            help="share of sessions using schema version 2 (default 0.3)",
+        )
+        mode.add_argument(
+            "--late-share",
+            type=_share,
+            default=0.0,
+            help="share of sessions whose events are hours to days late",
+        )
+        mode.add_argument(
+            "--duplicate-rate",
+            type=_share,
+            default=0.0,
+            help="share of messages that resend an earlier event_id",
+        )
+        mode.add_argument(
+            "--malformed-rate",
+            type=_share,
+            default=0.0,
+            help="share of messages that are not valid JSON",
+        )
+        mode.add_argument(
+            "--bad-version-rate",
+            type=_share,
+            default=0.0,
+            help="share of messages with an unsupported schema_version",
+        )
+        mode.add_argument(
+            "--tenant-mismatch-rate",
+            type=_share,
+            default=0.0,
+            help="share of messages whose tenant_id is not their topic's tenant",
+        )
         mode.add_argument("--producer-id", default="generator-1", help="lineage.producer_id")
         mode.add_argument("--pulsar-url", help="overrides LAKEHOUSE_PULSAR_URL")
-        mode.add_argument("--processes", type=int, default=1,
-                          help="publishing processes; each takes a share of the tenants")
+        mode.add_argument(
+            "--processes",
+            type=int,
+            default=1,
+            help="publishing processes; each takes a share of the tenants",
+        )
     return parser
 
 
@@ -112,8 +146,12 @@ def plan_from_args(args: argparse.Namespace, settings: Settings) -> PublishPlan:
         start_time=args.start_time,
         v2_share=args.v2_share,
         late_share=args.late_share,
-        faults=FaultShares(args.duplicate_rate, args.malformed_rate, args.bad_version_rate,
-                           args.tenant_mismatch_rate),
+        faults=FaultShares(
+            args.duplicate_rate,
+            args.malformed_rate,
+            args.bad_version_rate,
+            args.tenant_mismatch_rate,
+        ),
         producer_id=args.producer_id,
     )
 

@@ -80,22 +80,35 @@ def message_stream(
             tenant = merchant.tenant_id
             if roll < cut_duplicate and recent[tenant]:
                 original = rng.choice(recent[tenant])
-                yield OutgoingMessage(tenant, original.key, original.payload, DUPLICATE,
-                                      original.event_id)
+                yield OutgoingMessage(
+                    tenant, original.key, original.payload, DUPLICATE, original.event_id
+                )
             elif roll < cut_malformed:
-                yield OutgoingMessage(tenant, event["session_id"], _malformed(event, rng),
-                                      MALFORMED, None)
+                yield OutgoingMessage(
+                    tenant, event["session_id"], _malformed(event, rng), MALFORMED, None
+                )
             elif roll < cut_version:
                 event["schema_version"] = UNSUPPORTED_SCHEMA_VERSION
-                yield OutgoingMessage(tenant, event["session_id"], orjson.dumps(event),
-                                      UNSUPPORTED_VERSION, event["event_id"])
+                yield OutgoingMessage(
+                    tenant,
+                    event["session_id"],
+                    orjson.dumps(event),
+                    UNSUPPORTED_VERSION,
+                    event["event_id"],
+                )
             elif roll < cut_mismatch:
                 event["tenant_id"] = _other_tenant(tenant, merchants, rng)
-                yield OutgoingMessage(tenant, event["session_id"], orjson.dumps(event),
-                                      TENANT_MISMATCH, event["event_id"])
+                yield OutgoingMessage(
+                    tenant,
+                    event["session_id"],
+                    orjson.dumps(event),
+                    TENANT_MISMATCH,
+                    event["event_id"],
+                )
             else:
-                message = OutgoingMessage(tenant, event["session_id"], orjson.dumps(event),
-                                          VALID, event["event_id"])
+                message = OutgoingMessage(
+                    tenant, event["session_id"], orjson.dumps(event), VALID, event["event_id"]
+                )
                 if any_faults:
                     recent[tenant].append(message)
                 yield message

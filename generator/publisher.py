@@ -155,9 +155,14 @@ class Publisher:
                     self._retry_queue.append((message, attempt + 1))
                 else:
                     self.stats.failed += 1
-                    log.error("send failed for good", extra={
-                        "tenant_id": message.tenant_id, "result": str(result), "attempts": attempt,
-                    })
+                    log.error(
+                        "send failed for good",
+                        extra={
+                            "tenant_id": message.tenant_id,
+                            "result": str(result),
+                            "attempts": attempt,
+                        },
+                    )
 
     def resend_failures(self) -> None:
         """Send again every message whose last attempt failed (call from the publishing loop)."""

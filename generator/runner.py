@@ -8,7 +8,8 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from generator.catalog import Merchant
 from generator.messages import FaultShares, message_stream
 from generator.publisher import Publisher
 from generator.sessions import SessionFactory
+from include.log import configure_logging
 from include.tenants import topic_for
 
 log = logging.getLogger("generator")
@@ -39,7 +41,7 @@ class PublishPlan:
     start_time: datetime | None = None
     v2_share: float = 0.3
     late_share: float = 0.0
-    faults: FaultShares = FaultShares()
+    faults: FaultShares = field(default_factory=FaultShares)
     producer_id: str = "generator-1"
 
 
@@ -80,8 +82,14 @@ class _Progress:
             )
             sys.stderr.flush()
         else:
-            log.info("progress", extra={"sent": stats.sent, "failed": stats.failed,
-                                        "events_per_second": round(stats.rate(), 1)})
+            log.info(
+                "progress",
+                extra={
+                    "sent": stats.sent,
+                    "failed": stats.failed,
+                    "events_per_second": round(stats.rate(), 1),
+                },
+            )
 
     def done(self) -> None:
         self.tick(force=True)
@@ -94,17 +102,24 @@ def publish(plan: PublishPlan, should_stop: Callable[[], bool] = lambda: False) 
     if (plan.count is None) == (plan.rate is None):
         raise ValueError("a plan has either a count (burst) or a rate (continuous)")
     rng = random.Random(plan.seed)
-    factory = SessionFactory(rng, producer_id=plan.producer_id, v2_share=plan.v2_share,
-                             late_share=plan.late_share)
-    stream = message_stream(list(plan.merchants), rng, factory, plan.faults,
-                            _Clock(plan.start_time))
-    client = pulsar.Client(plan.pulsar_url, operation_timeout_seconds=30,
-                           logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    factory = SessionFactory(
+        rng, producer_id=plan.producer_id, v2_share=plan.v2_share, late_share=plan.late_share
+    )
+    stream = message_stream(
+        list(plan.merchants), rng, factory, plan.faults, _Clock(plan.start_time)
+    )
+    client = pulsar.Client(
+        plan.pulsar_url,
+        operation_timeout_seconds=30,
+        logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
+    )
     publisher = Publisher(client, lambda t: topic_for(t, plan.topic_template))
     progress = _Progress(publisher, plan.count)
     tenants = [m.tenant_id for m in plan.merchants]
-    log.info("publishing", extra={"tenants": tenants, "count": plan.count, "rate": plan.rate,
-                                  "seed": plan.seed})
+    log.info(
+        "publishing",
+        extra={"tenants": tenants, "count": plan.count, "rate": plan.rate, "seed": plan.seed},
+    )
     attempts = 0
     started = time.monotonic()
     try:
@@ -136,6 +151,10 @@ def publish(plan: PublishPlan, should_stop: Callable[[], bool] = lambda: False) 
     return summary
 
 
+def _init_child(log_level: int) -> None:
+    configure_logging(logging.getLevelName(log_level))
+
+
 def _publish_in_child(plan: PublishPlan) -> dict[str, Any]:
     return publish(plan)
 
@@ -150,17 +169,18 @@ def split_plan(plan: PublishPlan, processes: int) -> list[PublishPlan]:
         share = len(group) / total
         count = None
         if plan.count is not None:
-            count = (plan.count - assigned if index == len(groups) - 1
-                     else round(plan.count * share))
+            count = plan.count - assigned if index == len(groups) - 1 else round(plan.count * share)
             assigned += count
-        plans.append(replace(
-            plan,
-            merchants=group,
-            count=count,
-            rate=plan.rate * share if plan.rate is not None else None,
-            seed=None if plan.seed is None else plan.seed * 1_000 + index,
-            producer_id=f"{plan.producer_id}.{index}",
-        ))
+        plans.append(
+            replace(
+                plan,
+                merchants=group,
+                count=count,
+                rate=plan.rate * share if plan.rate is not None else None,
+                seed=None if plan.seed is None else plan.seed * 1_000 + index,
+                producer_id=f"{plan.producer_id}.{index}",
+            )
+        )
     return plans
 
 
@@ -170,7 +190,9 @@ def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("sent", "failed", "resent", "unacknowledged"):
         merged[key] = sum(s[key] for s in summaries)
     merged["seconds"] = max(s["seconds"] for s in summaries)
-    merged["events_per_second"] = round(merged["sent"] / merged["seconds"], 1) if merged["seconds"] else 0.0
+    merged["events_per_second"] = (
+        round(merged["sent"] / merged["seconds"], 1) if merged["seconds"] else 0.0
+    )
     total_bytes = sum(s["average_payload_bytes"] * s["sent"] for s in summaries)
     merged["average_payload_bytes"] = round(total_bytes / merged["sent"]) if merged["sent"] else 0
     for summary in summaries:
@@ -183,6 +205,13 @@ def publish_parallel(plan: PublishPlan, processes: int) -> dict[str, Any]:
     if processes <= 1 or len(plan.merchants) == 1:
         return publish(plan)
     plans = split_plan(plan, processes)
-    # fork: the children need nothing but the plan, and no Pulsar client exists yet.
-    with multiprocessing.get_context("fork").Pool(len(plans)) as pool:
-        return merge_summaries(pool.map(_publish_in_child, plans))
+    # spawn, not fork: a forked child can inherit locks held by the Pulsar client library's
+    # threads; and an executor (unlike Pool) raises instead of hanging if a child dies.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        len(plans),
+        mp_context=context,
+        initializer=_init_child,
+        initargs=(logging.getLogger().level,),
+    ) as pool:
+        return merge_summaries(list(pool.map(_publish_in_child, plans)))

@@ -101,8 +101,10 @@ def read_range(
                     message = reader.read_next(read_timeout_ms)
                 except pulsar.Timeout:
                     stalls += 1
-                    log.warning("topic read stalled; recreating the reader",
-                                extra={"topic": topic, "last": kept.last, "stalls": stalls})
+                    log.warning(
+                        "topic read stalled; recreating the reader",
+                        extra={"topic": topic, "last": kept.last, "stalls": stalls},
+                    )
                     break
                 position = position_of(message.message_id())
                 if position > end:

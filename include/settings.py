@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     pg_database: str = Field("lakehouse", description="PostgreSQL database of the platform.")
     pg_user: str = Field("lakehouse", description="PostgreSQL user (owner of the schema).")
     pg_password: SecretStr = Field(
-        SecretStr(DEV_PG_PASSWORD), description="PostgreSQL password (dev default refused outside dev)."
+        SecretStr(DEV_PG_PASSWORD),
+        description="PostgreSQL password (dev default refused outside dev).",
     )
     pg_bindir: Path | None = Field(
         None, description="Folder of the PostgreSQL server binaries; found automatically if unset."
@@ -57,7 +58,8 @@ class Settings(BaseSettings):
     )
 
     admin_token: SecretStr = Field(
-        SecretStr(DEV_ADMIN_TOKEN), description="Bootstrap admin API token (dev default refused outside dev)."
+        SecretStr(DEV_ADMIN_TOKEN),
+        description="Bootstrap admin API token (dev default refused outside dev).",
     )
 
     demo_tenants: list[str] = Field(

@@ -19,7 +19,7 @@ class InvalidTenantIdError(ValueError):
 
 
 def validate_tenant_id(tenant_id: str) -> str:
-    """Return ``tenant_id`` unchanged, or raise ``InvalidTenantIdError`` saying why it is refused."""
+    """Return ``tenant_id`` unchanged, or raise ``InvalidTenantIdError`` saying why."""
     if not isinstance(tenant_id, str) or not TENANT_ID_PATTERN.fullmatch(tenant_id):
         raise InvalidTenantIdError(
             f"invalid tenant id {tenant_id!r}: it must start with a lowercase letter, then 2 to 62 "
@@ -59,7 +59,11 @@ def topic_for(tenant_id: str, template: str) -> str:
 def register_tenant(
     conn: psycopg.Connection, tenant_id: str, display_name: str, currency: str
 ) -> Tenant:
-    """Insert a tenant unless it exists; return the stored row (an existing row wins)."""
+    """Insert a tenant unless it exists; return the stored row (an existing row wins).
+
+    Raises ``InvalidTenantIdError`` for a malformed id, ``ValueError`` for a bad currency.
+    """
+    validate_tenant_id(tenant_id)
     candidate = Tenant(tenant_id=tenant_id, display_name=display_name, currency=currency)
     with conn.cursor(row_factory=class_row(Tenant)) as cur:
         cur.execute(

@@ -14,7 +14,9 @@ def broker_address(settings: Settings) -> tuple[str, int]:
     """(host, port) of ``pulsar_url``."""
     parsed = urlparse(settings.pulsar_url)
     if parsed.scheme != "pulsar" or parsed.hostname is None or parsed.port is None:
-        raise ValueError(f"LAKEHOUSE_PULSAR_URL must look like pulsar://host:port: {settings.pulsar_url}")
+        raise ValueError(
+            f"LAKEHOUSE_PULSAR_URL must look like pulsar://host:port: {settings.pulsar_url}"
+        )
     return parsed.hostname, parsed.port
 
 

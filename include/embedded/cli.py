@@ -55,8 +55,14 @@ def up(settings: Settings, *, with_generator: bool = True) -> None:
     broker.write_config(settings, paths)
     paths.supervisor_config.write_text(supervisor.render_config(settings, paths, bindir))
     supervisor.start(paths)
-    log.info("supervisor up", extra={"state_dir": str(paths.root), "new_cluster": created,
-                                     "was_running": already_running})
+    log.info(
+        "supervisor up",
+        extra={
+            "state_dir": str(paths.root),
+            "new_cluster": created,
+            "was_running": already_running,
+        },
+    )
     wait_for_postgres_server(settings)
     postgres.ensure_database(settings)
     with connect(settings) as conn:
@@ -65,6 +71,9 @@ def up(settings: Settings, *, with_generator: bool = True) -> None:
     wait_for_port(*broker.broker_address(settings), timeout_s=60)
     if with_generator:
         supervisor.ctl(paths, "start", "generator")
+    supervisor.wait_running(
+        paths, {"postgres", "pulsar"} | ({"generator"} if with_generator else set())
+    )
 
 
 def wait_for_postgres_server(settings: Settings) -> None:
@@ -84,8 +93,10 @@ def _print_summary(settings: Settings) -> None:
         "\nThe lakehouse runs (embedded default):\n"
         f"  PostgreSQL   postgresql://{settings.pg_user}@{settings.pg_host}:{settings.pg_port}/"
         f"{settings.pg_database}   password: {settings.pg_password.get_secret_value()}\n"
-        f"  Pulsar       {settings.pulsar_url}   metrics: http://{settings.pulsar_metrics_addr}/metrics\n"
-        f"  Generator    {settings.generator_rate:g} events/s for {', '.join(settings.demo_tenants)}\n"
+        f"  Pulsar       {settings.pulsar_url}   "
+        f"metrics: http://{settings.pulsar_metrics_addr}/metrics\n"
+        f"  Generator    {settings.generator_rate:g} events/s for "
+        f"{', '.join(settings.demo_tenants)}\n"
         f"  Admin token  {settings.admin_token.get_secret_value()}   (dev only)\n"
         f"  State        {paths.root}   logs: {paths.logs}\n"
         "\n  make status   what runs     make logs   follow the logs     make stop   stop it all\n"
@@ -103,9 +114,12 @@ def status(settings: Settings) -> int:
         print(f"  {info.name:<12} {info.state:<10} {info.description}")
     pg_ok = port_in_use(settings.pg_host, settings.pg_port)
     pulsar_ok = port_in_use(*broker.broker_address(settings))
-    print(f"\n  PostgreSQL {settings.pg_host}:{settings.pg_port} "
-          f"{'accepts connections' if pg_ok else 'NOT reachable'}")
-    print(f"  Pulsar     {settings.pulsar_url} {'accepts connections' if pulsar_ok else 'NOT reachable'}")
+    print(
+        f"\n  PostgreSQL {settings.pg_host}:{settings.pg_port} "
+        f"{'accepts connections' if pg_ok else 'NOT reachable'}"
+    )
+    pulsar_state = "accepts connections" if pulsar_ok else "NOT reachable"
+    print(f"  Pulsar     {settings.pulsar_url} {pulsar_state}")
     healthy = all(i.state in _RUNNING_STATES for i in infos) and pg_ok and pulsar_ok
     return 0 if healthy else 1
 
@@ -118,7 +132,7 @@ def logs(settings: Settings, service: str | None, follow: bool) -> int:
         print(f"No logs under {paths.logs}" + (f" for {service}" if service else ""))
         return 1
     args = ["tail", "-n", "40", *(["-F"] if follow else []), *map(str, files)]
-    os.execvp("tail", args)
+    os.execvp("tail", args)  # noqa: S606 - hands the terminal to tail, arguments are ours
 
 
 def main(argv: list[str] | None = None) -> int:

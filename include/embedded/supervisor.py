@@ -14,6 +14,7 @@ import time
 import xmlrpc.client
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from supervisor.xmlrpc import SupervisorTransport
 
@@ -34,6 +35,8 @@ class Program:
     stopsignal: str = "TERM"
     stopwaitsecs: int = 30
     startsecs: int = 2
+    # supervisord starts low priorities first and stops high ones first.
+    priority: int = 500
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -46,11 +49,17 @@ def programs(settings: Settings, paths: StatePaths, pg_bindir: Path) -> list[Pro
         generator += ["--seed", str(settings.generator_seed)]
     return [
         # SIGINT is PostgreSQL's "fast shutdown": clean, and quick.
-        Program("postgres", postgres.server_command(settings, paths, pg_bindir), stopsignal="INT",
-                stopwaitsecs=60, startsecs=3),
-        Program("pulsar", broker.server_command(paths)),
-        # Started by `up` once migrations ran and the tenants are registered.
-        Program("generator", generator, autostart=False),
+        Program(
+            "postgres",
+            postgres.server_command(settings, paths, pg_bindir),
+            stopsignal="INT",
+            stopwaitsecs=60,
+            startsecs=3,
+            priority=100,
+        ),
+        Program("pulsar", broker.server_command(paths), priority=100),
+        # Started by `up` once migrations ran; stopped first so it can flush to the broker.
+        Program("generator", generator, autostart=False, priority=900),
     ]
 
 
@@ -84,6 +93,7 @@ def render_config(settings: Settings, paths: StatePaths, pg_bindir: Path) -> str
             "command=" + shlex.join(program.command).replace("%", "%%"),
             f"directory={REPO_ROOT}",
             f"autostart={str(program.autostart).lower()}",
+            f"priority={program.priority}",
             "autorestart=true",
             f"startsecs={program.startsecs}",
             "startretries=10",
@@ -117,7 +127,14 @@ def supervisord_pid(paths: StatePaths) -> int | None:
 def ctl(paths: StatePaths, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run ``supervisorctl`` against this state directory's supervisord."""
     result = subprocess.run(
-        [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(paths.supervisor_config), *args],
+        [
+            sys.executable,
+            "-m",
+            "supervisor.supervisorctl",
+            "-c",
+            str(paths.supervisor_config),
+            *args,
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -160,11 +177,20 @@ def process_info(paths: StatePaths) -> list[ProcessInfo]:
         return []
     transport = SupervisorTransport(None, None, f"unix://{paths.supervisor_socket}")
     proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
-    infos = proxy.supervisor.getAllProcessInfo()
-    return [
-        ProcessInfo(i["name"], i["statename"], int(i["pid"]), i["description"])
-        for i in infos  # type: ignore[union-attr]
-    ]
+    infos: list[dict[str, Any]] = proxy.supervisor.getAllProcessInfo()  # type: ignore[assignment]
+    return [ProcessInfo(i["name"], i["statename"], int(i["pid"]), i["description"]) for i in infos]
+
+
+def wait_running(paths: StatePaths, names: set[str], timeout_s: float = 60.0) -> None:
+    """Block until each named program is RUNNING (past its start grace), or raise."""
+    deadline = time.monotonic() + timeout_s
+    states: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        states = {p.name: p.state for p in process_info(paths)}
+        if all(states.get(name) == "RUNNING" for name in names):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"not all of {sorted(names)} are running after {timeout_s:.0f} s: {states}")
 
 
 def shutdown(paths: StatePaths, timeout_s: float = 120.0) -> bool:

@@ -9,4 +9,11 @@ from include.events.models import (
     parse_event,
 )
 
-__all__ = ["SUPPORTED_SCHEMA_VERSIONS", "AnyEvent", "EventType", "EventV1", "EventV2", "parse_event"]
+__all__ = [
+    "SUPPORTED_SCHEMA_VERSIONS",
+    "AnyEvent",
+    "EventType",
+    "EventV1",
+    "EventV2",
+    "parse_event",
+]

@@ -87,6 +87,7 @@ def apply_migrations(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR)
             )
             applied_now.append(migration.version)
             log.info(
-                "migration applied", extra={"version": migration.version, "migration": migration.name}
+                "migration applied",
+                extra={"version": migration.version, "migration": migration.name},
             )
     return applied_now

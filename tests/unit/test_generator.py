@@ -5,6 +5,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import islice
+from typing import Any
 
 import orjson
 import pytest
@@ -28,10 +29,18 @@ START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 MERCHANTS = [merchant_profile(t) for t in ("acme_shop", "globex_store", "initech_mart")]
 
 
-def _messages(n: int, seed: int = 1, faults: FaultShares = FaultShares(), **kw: float) -> list[OutgoingMessage]:
+def _messages(
+    n: int, seed: int = 1, faults: FaultShares | None = None, **kw: Any
+) -> list[OutgoingMessage]:
     rng = random.Random(seed)
-    return list(islice(message_stream(MERCHANTS, rng, SessionFactory(rng, **kw), faults,
-                                      lambda: START), n))
+    return list(
+        islice(
+            message_stream(
+                MERCHANTS, rng, SessionFactory(rng, **kw), faults or FaultShares(), lambda: START
+            ),
+            n,
+        )
+    )
 
 
 def test_every_generated_event_satisfies_the_contract() -> None:
@@ -58,8 +67,15 @@ def test_orders_total_their_items_exactly_and_use_the_tenant_currency() -> None:
 def test_sessions_walk_the_funnel_in_time_order() -> None:
     rng = random.Random(3)
     factory = SessionFactory(rng)
-    order = ["page_view", "product_view", "add_to_cart", "remove_from_cart", "checkout_started",
-             "purchase", "refund"]
+    order = [
+        "page_view",
+        "product_view",
+        "add_to_cart",
+        "remove_from_cart",
+        "checkout_started",
+        "purchase",
+        "refund",
+    ]
     kinds: Counter[str] = Counter()
     for _ in range(2_000):
         events = factory.session(MERCHANTS[0], START)
@@ -91,12 +107,17 @@ def test_late_sessions_are_hours_to_days_old() -> None:
 
 
 def test_faults_are_injected_at_their_shares_and_marked() -> None:
-    faults = FaultShares(duplicate=0.05, malformed=0.03, unsupported_version=0.02,
-                         tenant_mismatch=0.04)
+    faults = FaultShares(
+        duplicate=0.05, malformed=0.03, unsupported_version=0.02, tenant_mismatch=0.04
+    )
     messages = _messages(20_000, faults=faults)
     kinds = Counter(m.kind for m in messages)
-    for kind, share in [(DUPLICATE, 0.05), (MALFORMED, 0.03), (UNSUPPORTED_VERSION, 0.02),
-                        (TENANT_MISMATCH, 0.04)]:
+    for kind, share in [
+        (DUPLICATE, 0.05),
+        (MALFORMED, 0.03),
+        (UNSUPPORTED_VERSION, 0.02),
+        (TENANT_MISMATCH, 0.04),
+    ]:
         assert abs(kinds[kind] / len(messages) - share) < 0.01, kind
     seen: dict[str, set[bytes]] = {}
     for m in messages:
@@ -131,8 +152,13 @@ def test_demo_tenants_are_valid_and_distinct() -> None:
 
 def test_split_plan_deals_tenants_and_counts_exactly() -> None:
     merchants = tuple(merchant_profile(t) for t in demo_tenant_ids(5))
-    plan = PublishPlan(merchants=merchants, pulsar_url="pulsar://x:1", topic_template="{tenant_id}",
-                       count=1_001, seed=7)
+    plan = PublishPlan(
+        merchants=merchants,
+        pulsar_url="pulsar://x:1",
+        topic_template="{tenant_id}",
+        count=1_001,
+        seed=7,
+    )
     parts = split_plan(plan, 2)
     assert sum(p.count or 0 for p in parts) == 1_001
     assert sorted(m.tenant_id for p in parts for m in p.merchants) == sorted(demo_tenant_ids(5))
@@ -140,10 +166,24 @@ def test_split_plan_deals_tenants_and_counts_exactly() -> None:
 
 
 def test_merged_summary_adds_counts_and_takes_the_longest_time() -> None:
-    a = {"sent": 10, "failed": 1, "resent": 2, "unacknowledged": 0, "seconds": 2.0,
-         "average_payload_bytes": 100, "per_tenant": {"t_a": {"valid": 10}}}
-    b = {"sent": 30, "failed": 0, "resent": 0, "unacknowledged": 0, "seconds": 4.0,
-         "average_payload_bytes": 200, "per_tenant": {"t_b": {"valid": 30}}}
+    a = {
+        "sent": 10,
+        "failed": 1,
+        "resent": 2,
+        "unacknowledged": 0,
+        "seconds": 2.0,
+        "average_payload_bytes": 100,
+        "per_tenant": {"t_a": {"valid": 10}},
+    }
+    b = {
+        "sent": 30,
+        "failed": 0,
+        "resent": 0,
+        "unacknowledged": 0,
+        "seconds": 4.0,
+        "average_payload_bytes": 200,
+        "per_tenant": {"t_b": {"valid": 30}},
+    }
     merged = merge_summaries([a, b])
     assert merged["sent"] == 40 and merged["failed"] == 1 and merged["events_per_second"] == 10.0
     assert merged["average_payload_bytes"] == 175

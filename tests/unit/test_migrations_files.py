@@ -14,7 +14,7 @@ def test_shipped_migrations_are_numbered_without_gaps() -> None:
 
 def test_misnamed_migration_files_are_refused(tmp_path: Path) -> None:
     (tmp_path / "0001_tenants.sql").write_text("SELECT 1;")
-    with pytest.raises(MigrationError, match="V0001__name.sql"):
+    with pytest.raises(MigrationError, match=r"V0001__name\.sql"):
         discover(tmp_path)
 
 

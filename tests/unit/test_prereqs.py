@@ -2,7 +2,11 @@ from __future__ import annotations
 
 import pytest
 
-from include.embedded.prereqs import MissingPrerequisiteError, find_postgres_bindir, parse_java_major
+from include.embedded.prereqs import (
+    MissingPrerequisiteError,
+    find_postgres_bindir,
+    parse_java_major,
+)
 
 
 @pytest.mark.parametrize(

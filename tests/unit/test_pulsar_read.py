@@ -5,7 +5,16 @@ from include.pulsar_read import RedeliveryFilter
 
 def test_redeliveries_and_older_ids_are_dropped() -> None:
     kept = RedeliveryFilter()
-    stream = [(1, 0, 0), (1, 0, 1), (1, 0, 0), (1, 0, 1), (1, 0, 2), (1, 1, 0), (1, 0, 2), (2, 0, -1)]
+    stream = [
+        (1, 0, 0),
+        (1, 0, 1),
+        (1, 0, 0),
+        (1, 0, 1),
+        (1, 0, 2),
+        (1, 1, 0),
+        (1, 0, 2),
+        (2, 0, -1),
+    ]
     accepted = [p for p in stream if kept.accept(p)]
     assert accepted == [(1, 0, 0), (1, 0, 1), (1, 0, 2), (1, 1, 0), (2, 0, -1)]
     assert kept.dropped == 3

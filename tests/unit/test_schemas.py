@@ -45,33 +45,56 @@ class Sample(BaseModel):
     nested: list[list[int]] | None = None
 
 
-EXPECTED_SPARK = st.StructType([
-    st.StructField("id", st.StringType(), False),
-    st.StructField("count", st.LongType(), False),
-    st.StructField("flag", st.BooleanType(), False),
-    st.StructField("color", st.StringType(), False),
-    st.StructField("kind", st.StringType(), False),
-    st.StructField("version", st.LongType(), False),
-    st.StructField("price", st.DecimalType(12, 3), False),
-    st.StructField("at", st.TimestampType(), False),
-    st.StructField("day", st.DateType(), True),
-    st.StructField("naive", st.TimestampType(), True),
-    st.StructField("inner", st.StructType([
-        st.StructField("code", st.StringType(), False),
-        st.StructField("weight", st.DoubleType(), True),
-    ]), False),
-    st.StructField("maybe_inner", st.StructType([
-        st.StructField("code", st.StringType(), False),
-        st.StructField("weight", st.DoubleType(), True),
-    ]), True),
-    st.StructField("tags", st.ArrayType(st.StringType(), False), True),
-    st.StructField("lines", st.ArrayType(st.StructType([
-        st.StructField("code", st.StringType(), False),
-        st.StructField("weight", st.DoubleType(), True),
-    ]), False), False),
-    st.StructField("scores", st.MapType(st.StringType(), st.DoubleType(), False), False),
-    st.StructField("nested", st.ArrayType(st.ArrayType(st.LongType(), False), False), True),
-])
+EXPECTED_SPARK = st.StructType(
+    [
+        st.StructField("id", st.StringType(), False),
+        st.StructField("count", st.LongType(), False),
+        st.StructField("flag", st.BooleanType(), False),
+        st.StructField("color", st.StringType(), False),
+        st.StructField("kind", st.StringType(), False),
+        st.StructField("version", st.LongType(), False),
+        st.StructField("price", st.DecimalType(12, 3), False),
+        st.StructField("at", st.TimestampType(), False),
+        st.StructField("day", st.DateType(), True),
+        st.StructField("naive", st.TimestampType(), True),
+        st.StructField(
+            "inner",
+            st.StructType(
+                [
+                    st.StructField("code", st.StringType(), False),
+                    st.StructField("weight", st.DoubleType(), True),
+                ]
+            ),
+            False,
+        ),
+        st.StructField(
+            "maybe_inner",
+            st.StructType(
+                [
+                    st.StructField("code", st.StringType(), False),
+                    st.StructField("weight", st.DoubleType(), True),
+                ]
+            ),
+            True,
+        ),
+        st.StructField("tags", st.ArrayType(st.StringType(), False), True),
+        st.StructField(
+            "lines",
+            st.ArrayType(
+                st.StructType(
+                    [
+                        st.StructField("code", st.StringType(), False),
+                        st.StructField("weight", st.DoubleType(), True),
+                    ]
+                ),
+                False,
+            ),
+            False,
+        ),
+        st.StructField("scores", st.MapType(st.StringType(), st.DoubleType(), False), False),
+        st.StructField("nested", st.ArrayType(st.ArrayType(st.LongType(), False), False), True),
+    ]
+)
 
 
 def test_spark_schema_covers_nested_structs_arrays_maps_and_optionals() -> None:

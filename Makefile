@@ -1,0 +1,70 @@
+# The single entry point for people. `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON_SYSTEM ?= $(shell command -v python3.11 2>/dev/null || echo python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+# uv must never try to download a Python build (its host is unreachable here).
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON_SYSTEM) -m uv")
+
+.PHONY: help setup run stop status logs test test-unit test-integration check format \
+        generate bench-generator reset clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	@command -v $(PYTHON_SYSTEM) >/dev/null || { echo "Python 3.11 is required: install python3.11 (or set PYTHON_SYSTEM=/path/to/python3.11)."; exit 1; }
+	@$(PYTHON_SYSTEM) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "Python 3.11 is required, $(PYTHON_SYSTEM) is $$($(PYTHON_SYSTEM) --version): install python3.11."; exit 1; }
+	@command -v uv >/dev/null || $(PYTHON_SYSTEM) -m uv --version >/dev/null 2>&1 || { echo "Installing uv (pip install --user uv)"; $(PYTHON_SYSTEM) -m pip install --quiet --user uv; }
+	$(UV) sync --frozen --python $(PYTHON_SYSTEM)
+	@touch $@
+
+setup: $(VENV)/.synced ## Create the virtual environment from the lock file
+
+run: setup ## Start the whole platform (embedded default) and print what runs where
+	$(PY) -m include.embedded up
+
+stop: ## Stop every process `make run` started
+	@if [ -x $(PY) ]; then $(PY) -m include.embedded down; else echo "Nothing was running."; fi
+
+status: setup ## Show what runs
+	@$(PY) -m include.embedded status
+
+logs: setup ## Follow the services' logs (SERVICE=postgres|pulsar|generator for one)
+	@$(PY) -m include.embedded logs $(SERVICE)
+
+test: setup ## Run every test (unit and integration; starts its own services)
+	$(PY) -m pytest
+
+test-unit: setup ## Run the fast unit tests only
+	$(PY) -m pytest -m unit
+
+test-integration: setup ## Run the tests that start real services
+	$(PY) -m pytest -m integration
+
+check: setup ## Lint, format check and type check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+
+format: setup ## Format the code and fix what ruff can
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+COUNT ?= 100000
+generate: setup ## Publish COUNT events as fast as possible to the demo tenants (needs `make run`)
+	$(PY) -m generator burst --count $(COUNT)
+
+bench-generator: setup ## Measure the generator's burst rate into pulsar-lite (own services)
+	$(PY) -m tests.bench.bench_generator
+
+reset: stop ## Stop and delete all local data (the state directory)
+	@state=$${LAKEHOUSE_STATE_DIR:-.lakehouse}; echo "Deleting $$state"; rm -rf "$$state"
+
+clean: ## Remove the virtual environment and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

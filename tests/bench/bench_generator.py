@@ -1,0 +1,112 @@
+"""``make bench-generator``: the generator's burst rate into pulsar-lite on this machine.
+
+Starts its own PostgreSQL and pulsar-lite, then measures, in the same run:
+  * baseline: raw pulsar-client ``send_async`` of pre-serialised payloads (no generation),
+    which bounds what any Python producer can reach on this machine;
+  * the generator in one process and in two processes (tenants split between them).
+Prints a Markdown table for docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import os
+import platform as host
+import random
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from itertools import islice
+
+import orjson
+import pulsar
+
+from generator.catalog import demo_tenant_ids, merchant_profile
+from generator.messages import FaultShares, message_stream
+from generator.sessions import SessionFactory
+from include.tenants import topic_for
+from tests.services import embedded_platform, settings_env
+
+COUNT = int(os.environ.get("BENCH_COUNT", "400000"))
+TENANTS = 4
+
+
+def _raw_baseline(url: str, template: str) -> tuple[float, int]:
+    rng = random.Random(1)
+    merchants = [merchant_profile(t) for t in demo_tenant_ids(TENANTS)]
+    stream = message_stream(
+        merchants, rng, SessionFactory(rng), FaultShares(), lambda: datetime.now(UTC)
+    )
+    messages = list(islice(stream, COUNT))
+    client = pulsar.Client(url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    producers = {
+        m.tenant_id: client.create_producer(
+            topic_for(m.tenant_id, template).replace(".events", ".baseline"),
+            batching_enabled=True,
+            batching_max_messages=1_000,
+            batching_max_publish_delay_ms=5,
+            max_pending_messages=20_000,
+            block_if_queue_full=True,
+        )
+        for m in merchants
+    }
+    started = time.perf_counter()
+    for message in messages:
+        producers[message.tenant_id].send_async(message.payload, None, partition_key=message.key)
+    for producer in producers.values():
+        producer.flush()
+    elapsed = time.perf_counter() - started
+    client.close()
+    size = sum(len(m.payload) for m in messages) // len(messages)
+    return COUNT / elapsed, size
+
+
+def _generator(settings_env_: dict[str, str], processes: int, run: int) -> dict[str, object]:
+    tenants = ",".join(f"bench{run}_{t}" for t in demo_tenant_ids(TENANTS))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "generator",
+            "burst",
+            "--count",
+            str(COUNT),
+            "--seed",
+            "1",
+            "--tenants",
+            tenants,
+            "--processes",
+            str(processes),
+        ],
+        env=settings_env_,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    summary: dict[str, object] = orjson.loads(result.stdout)
+    return summary
+
+
+def main() -> None:
+    """Run the benchmark and print the table."""
+    with embedded_platform() as settings:
+        env = settings_env(settings)
+        baseline, size = _raw_baseline(settings.pulsar_url, settings.topic_template)
+        one = _generator(env, 1, 1)
+        two = _generator(env, 2, 2)
+    print(
+        f"\nGenerator burst into pulsar-lite: {COUNT:,} events, {TENANTS} tenants, "
+        f"{os.cpu_count()} cores, {host.processor() or host.machine()}, "
+        f"average event {size} bytes\n"
+    )
+    print("| run | events/s | vs. raw send |")
+    print("| --- | ---: | ---: |")
+    print(f"| raw pulsar-client send of pre-built payloads (baseline) | {baseline:,.0f} | 1.00 |")
+    for name, summary in [("generator, 1 process", one), ("generator, 2 processes", two)]:
+        rate = float(summary["events_per_second"])  # type: ignore[arg-type]
+        assert summary["failed"] == 0 and summary["sent"] == COUNT, summary
+        print(f"| {name} | {rate:,.0f} | {rate / baseline:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The derived Spark schema parses real generator payloads in Spark exactly as Pydantic does."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from itertools import islice
+
+import pyarrow as pa
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from generator.catalog import merchant_profile
+from generator.messages import FaultShares, message_stream
+from generator.sessions import SessionFactory
+from include.events import EventV2, parse_event
+from include.events.schemas import arrow_schema, spark_schema
+
+
+def _payloads(n: int) -> list[bytes]:
+    rng = random.Random(9)
+    merchants = [merchant_profile("spark_shop")]
+    stream = message_stream(
+        merchants,
+        rng,
+        SessionFactory(rng, v2_share=0.5),
+        FaultShares(),
+        lambda: datetime(2026, 5, 1, tzinfo=UTC),
+    )
+    return [m.payload for m in islice(stream, n)]
+
+
+def test_spark_parses_payloads_like_pydantic(spark: SparkSession) -> None:
+    payloads = _payloads(400)
+    frame = spark.createDataFrame([(p.decode(),) for p in payloads], "value string")
+    parsed = frame.select(F.from_json("value", spark_schema(EventV2)).alias("e")).select("e.*")
+    rows = {r["event_id"]: r for r in parsed.collect()}
+    assert len(rows) == len(payloads)
+    for payload in payloads:
+        model = parse_event(payload)
+        row = rows[str(model.event_id)]
+        assert row["schema_version"] == model.schema_version
+        assert row["event_time"].replace(tzinfo=UTC) == model.event_time
+        assert row["customer"]["customer_id"] == model.customer.customer_id
+        assert [(i["sku"], i["quantity"], i["unit_price"]) for i in row["items"]] == [
+            (i.sku, i.quantity, i.unit_price) for i in model.items
+        ]
+        if model.order is not None:
+            assert row["order"]["total_amount"] == model.order.total_amount
+        assert model.ml_context is not None
+        assert row["ml_context"]["model_scores"] == model.ml_context.model_scores
+        marketing = getattr(model, "marketing", None)
+        assert (row["marketing"] is None) == (marketing is None)
+
+
+def test_arrow_schema_holds_pydantic_dumps() -> None:
+    models = [parse_event(p) for p in _payloads(200)]
+    rows = [m.model_dump(mode="python") for m in models]
+    for row in rows:
+        row["event_id"] = str(row["event_id"])
+        row.setdefault("marketing", None)
+    table = pa.Table.from_pylist(rows, schema=arrow_schema(EventV2))
+    assert table.num_rows == 200
+    assert table.column("event_id").to_pylist() == [str(m.event_id) for m in models]
