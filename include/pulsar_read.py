@@ -43,6 +43,13 @@ def _through_entry(position: Position) -> Position:
     return (ledger, entry, _WHOLE_ENTRY) if batch < 0 else position
 
 
+def covers(done: Position | None, newest: Position | None) -> bool:
+    """Whether a range read through ``done`` already includes ``newest``."""
+    if newest is None:
+        return True
+    return done is not None and _through_entry(newest) <= _through_entry(done)
+
+
 class RedeliveryFilter:
     """Keeps a message only if its position is beyond every position kept before."""
 
@@ -59,6 +66,16 @@ class RedeliveryFilter:
         return True
 
 
+def newest_position(consumer: pulsar.Consumer) -> Position | None:
+    """The newest message's position on the consumer's topic, or None when it is empty."""
+    try:
+        position = position_of(consumer.get_last_message_id())
+    except pulsar.UnknownError:
+        # pulsar-lite answers "Topic has no messages" with UnknownError.
+        return None
+    return None if position[0] < 0 or position[1] < 0 else position
+
+
 def last_position(client: pulsar.Client, topic: str) -> Position | None:
     """The position of the newest message in ``topic``, or None when it is empty."""
     consumer = client.subscribe(
@@ -68,11 +85,10 @@ def last_position(client: pulsar.Client, topic: str) -> Position | None:
         initial_position=pulsar.InitialPosition.Latest,
     )
     try:
-        position = position_of(consumer.get_last_message_id())
+        return newest_position(consumer)
     finally:
         consumer.unsubscribe()
         consumer.close()
-    return None if position[0] < 0 or position[1] < 0 else position
 
 
 def read_range(
@@ -88,10 +104,11 @@ def read_range(
     """Yield each message of ``topic`` after ``after`` (exclusive) up to ``until`` (inclusive)
     exactly once, in order; raise ``StalledReadError`` if reads keep timing out."""
     end = _through_entry(until)
-    kept = RedeliveryFilter(after)
+    kept = RedeliveryFilter(None if after is None else _through_entry(after))
+    resume = after  # a real position to start the next reader after
     stalls = 0
     while kept.last is None or kept.last < end:
-        start = pulsar.MessageId.earliest if kept.last is None else message_id_at(kept.last)
+        start = pulsar.MessageId.earliest if resume is None else message_id_at(resume)
         reader = client.create_reader(
             topic, start, receiver_queue_size=receiver_queue_size, start_message_id_inclusive=False
         )
@@ -110,6 +127,7 @@ def read_range(
                 if position > end:
                     return
                 if kept.accept(position):
+                    resume = position
                     yield message
                 if position == end:
                     return
@@ -121,3 +139,39 @@ def read_range(
             reader.close()
         if stalls >= max_stalls:
             raise StalledReadError(f"{topic}: no progress after {stalls} stalled reads")
+
+
+def messages_in_next_entry(
+    client: pulsar.Client, topic: str, after: Position | None, read_timeout_ms: int = 2_000
+) -> int:
+    """How many messages the first entry after ``after`` holds (a sample of the batch size).
+
+    Message ids carry no batch size, so admission control estimates rows from entries; this
+    reads one entry (at most one producer batch) to calibrate.
+    """
+    start = pulsar.MessageId.earliest if after is None else message_id_at(after)
+    reader = client.create_reader(
+        topic, start, receiver_queue_size=2_000, start_message_id_inclusive=False
+    )
+    kept = RedeliveryFilter(after)
+    count = 0
+    entry: tuple[int, int] | None = None
+    try:
+        while True:
+            try:
+                message = reader.read_next(read_timeout_ms)
+            except pulsar.Timeout:
+                break
+            position = position_of(message.message_id())
+            if not kept.accept(position):
+                continue
+            if entry is None:
+                entry = position[:2]
+            elif position[:2] != entry:
+                break
+            count += 1
+            if not reader.has_message_available():
+                break
+    finally:
+        reader.close()
+    return max(count, 1)

@@ -73,6 +73,22 @@ class Settings(BaseSettings):
         None, description="Seed of the generator under `make run`; random if unset."
     )
 
+    spark_master: str = Field("local[2]", description="Spark master URL of the streaming job.")
+    stream_trigger_seconds: float = Field(
+        2.0, gt=0, description="Micro-batch interval of the streaming job."
+    )
+    stream_max_records_per_batch: int = Field(
+        200_000,
+        ge=0,
+        description="Admission control: about this many messages per micro-batch (0: no limit).",
+    )
+    stream_max_payload_bytes: int = Field(
+        262_144, gt=0, description="Larger messages are quarantined as payload_too_large."
+    )
+    stream_metrics_addr: str = Field(
+        "127.0.0.1:9651", description="Loopback address of the streaming job's Prometheus metrics."
+    )
+
     @model_validator(mode="after")
     def _refuse_dev_defaults_outside_dev(self) -> Settings:
         if self.env != "dev":
@@ -97,6 +113,16 @@ class Settings(BaseSettings):
             f"host={self.pg_host} port={self.pg_port} dbname={self.pg_database} "
             f"user={self.pg_user} password={self.pg_password.get_secret_value()}"
         )
+
+    @property
+    def lake_dir(self) -> Path:
+        """Root folder of the Delta tables."""
+        return self.state_dir.expanduser().resolve() / "lake"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """The streaming job's Spark checkpoint."""
+        return self.state_dir.expanduser().resolve() / "checkpoints" / "stream"
 
     @property
     def pulsar_port(self) -> int:

@@ -56,6 +56,15 @@ def topic_for(tenant_id: str, template: str) -> str:
     return template.format(tenant_id=validate_tenant_id(tenant_id))
 
 
+def tenant_of_topic(topic: str, template: str) -> str | None:
+    """The tenant whose topic ``topic`` is under ``template``, or None if it is no tenant's."""
+    prefix, _, suffix = template.partition("{tenant_id}")
+    if not (topic.startswith(prefix) and topic.endswith(suffix)):
+        return None
+    candidate = topic[len(prefix) : len(topic) - len(suffix)]
+    return candidate if TENANT_ID_PATTERN.fullmatch(candidate) else None
+
+
 def register_tenant(
     conn: psycopg.Connection, tenant_id: str, display_name: str, currency: str
 ) -> Tenant:

@@ -30,17 +30,14 @@ def platform() -> Iterator[Settings]:
 
 
 @pytest.fixture(scope="session")
-def spark() -> Iterator[SparkSession]:
-    """One local SparkSession for the whole test session."""
-    from pyspark.sql import SparkSession
+def spark(platform: Settings) -> Iterator[SparkSession]:
+    """One local SparkSession for the whole test session.
 
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("lakehouse-tests")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.session.timeZone", "UTC")
-        .getOrCreate()
-    )
+    It starts after the platform, whose settings are in the environment by then: the JVM and
+    its Python workers inherit that environment.
+    """
+    from jobs.stream.session import create_session
+
+    session = create_session("local[2]", "lakehouse-tests")
     yield session
     session.stop()

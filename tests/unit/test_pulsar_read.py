@@ -26,3 +26,14 @@ def test_a_filter_resumes_after_a_given_position() -> None:
     assert not kept.accept((5, 10, 3))
     assert not kept.accept((5, 9, 999))
     assert kept.accept((5, 10, 4))
+
+
+def test_an_id_without_batch_index_covers_its_whole_entry() -> None:
+    from include.pulsar_read import covers
+
+    assert covers((1, 5, -1), (1, 5, -1))
+    assert covers((1, 5, -1), (1, 5, 7))
+    assert not covers((1, 5, 3), (1, 5, -1))
+    assert not covers((1, 5, -1), (1, 6, -1))
+    assert not covers(None, (0, 0, -1))
+    assert covers(None, None)

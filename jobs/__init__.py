@@ -1,0 +1,1 @@
+"""PySpark jobs, run with ``spark-submit``."""

@@ -1,0 +1,1 @@
+"""The streaming job: Pulsar -> validation -> Delta tables and PostgreSQL aggregates."""

@@ -1,0 +1,163 @@
+"""The streaming job: Pulsar -> validate -> Delta (bronze, silver, items, quarantine) and
+PostgreSQL (minute aggregates, event keys, heartbeat), exactly once.
+
+Run it (``make run`` supervises it)::
+
+    spark-submit --master 'local[2]' jobs/stream/job.py
+
+or ``python -m jobs.stream.job``. Settings come from ``LAKEHOUSE_*`` (see the README).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.pandas.types import from_arrow_schema
+from pyspark.sql.streaming.query import StreamingQuery
+
+from include.settings import Settings
+from jobs.stream import metrics
+from jobs.stream.sink import LakeSink
+from jobs.stream.validate import OUTPUT_SCHEMA, QUARANTINED, validate_batch
+
+log = logging.getLogger("jobs.stream")
+_APP_ID_FILE = "lakehouse_app_id"
+
+
+def app_id_for(checkpoint_dir: Path) -> str:
+    """The id under which this checkpoint's batches are committed (new checkpoint, new id)."""
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    marker = checkpoint_dir / _APP_ID_FILE
+    if not marker.exists():
+        marker.write_text(f"stream-{uuid.uuid4().hex[:12]}\n")
+    return marker.read_text().strip()
+
+
+def _validator(settings: Settings) -> Any:
+    template = settings.topic_template
+    max_bytes = settings.stream_max_payload_bytes
+    dsn = settings.pg_dsn
+
+    def validate(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import psycopg
+
+        # Once per task: new tenants and their currencies are seen from the next batch on.
+        with psycopg.connect(dsn) as conn:
+            rows = conn.execute("SELECT tenant_id, currency FROM tenants").fetchall()
+        currencies: dict[str, str] = {str(t): str(c) for t, c in rows}
+        ingest_time = datetime.now(UTC)
+        for batch in batches:
+            yield validate_batch(batch, currencies, template, max_bytes, ingest_time)
+
+    return validate
+
+
+def _record(table: pa.Table, result: Any, seconds: float) -> None:
+    tenants = Counter(table.column("topic_tenant").to_pylist())
+    for tenant, count in tenants.items():
+        metrics.INPUT_ROWS.labels(tenant or "unknown").inc(count)
+    bad = table.filter(pc.equal(table.column("status"), QUARANTINED))
+    by_reason = Counter(
+        zip(bad.column("topic_tenant").to_pylist(), bad.column("reason").to_pylist(), strict=True)
+    )
+    for (tenant, reason), count in by_reason.items():
+        metrics.QUARANTINED.labels(tenant or "unknown", reason).inc(count)
+    metrics.NEW_EVENTS.inc(result.new_events)
+    metrics.BATCH_SECONDS.observe(seconds)
+    metrics.ROWS_PER_SECOND.set(table.num_rows / max(seconds, 1e-6))
+    metrics.LAST_BATCH.set(result.batch_id)
+    lag: dict[str, float] = {}
+    now = datetime.now(UTC)
+    for tenant, published in zip(
+        table.column("topic_tenant").to_pylist(),
+        table.column("publish_time").to_pylist(),
+        strict=True,
+    ):
+        age = (now - published).total_seconds()
+        if age > lag.get(tenant or "unknown", -1):
+            lag[tenant or "unknown"] = age
+    for tenant, seconds_behind in lag.items():
+        metrics.LAG_SECONDS.labels(tenant).set(seconds_behind)
+    log.info(
+        "batch committed",
+        extra={
+            "batch_id": result.batch_id,
+            "input_rows": result.input_rows,
+            "valid_rows": result.valid_rows,
+            "new_events": result.new_events,
+            "quarantined_rows": result.quarantined_rows,
+            "quarantined_by_reason": {f"{t}/{r}": c for (t, r), c in by_reason.items()},
+            "seconds": round(seconds, 3),
+            "rows_per_second": round(table.num_rows / max(seconds, 1e-6)),
+            "lag_seconds": {t: round(s, 3) for t, s in lag.items()},
+            "replayed": result.skipped_postgres,
+            "skipped_tables": list(result.skipped_tables),
+        },
+    )
+
+
+def start_stream(
+    spark: SparkSession,
+    settings: Settings,
+    *,
+    topics: list[str] | None = None,
+    trigger_seconds: float | None = None,
+) -> StreamingQuery:
+    """Start the streaming query; it runs until stopped."""
+    checkpoint = settings.checkpoint_dir
+    sink = LakeSink(settings.lake_dir, settings.pg_dsn, app_id_for(checkpoint))
+
+    def write(frame: DataFrame, batch_id: int) -> None:
+        started = time.monotonic()
+        table = frame.toArrow()
+        result = sink.write_batch(table, batch_id)
+        _record(table, result, time.monotonic() - started)
+
+    reader = spark.readStream.format("pulsar").option("serviceUrl", settings.pulsar_url)
+    if topics:
+        reader = reader.option("topics", ",".join(topics))
+    if settings.stream_max_records_per_batch:
+        reader = reader.option("maxRecordsPerTrigger", str(settings.stream_max_records_per_batch))
+    validated = reader.load().mapInArrow(_validator(settings), from_arrow_schema(OUTPUT_SCHEMA))
+    interval = trigger_seconds or settings.stream_trigger_seconds
+    return (
+        validated.writeStream.foreachBatch(write)
+        .option("checkpointLocation", str(checkpoint))
+        .trigger(processingTime=f"{interval} seconds")
+        .queryName("lakehouse_stream")
+        .start()
+    )
+
+
+def main() -> int:
+    """Entry point of ``spark-submit jobs/stream/job.py``."""
+    from include.log import configure_logging
+    from include.settings import get_settings
+    from jobs.stream.session import create_session
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    metrics.serve(settings.stream_metrics_addr)
+    spark = create_session(settings.spark_master, "lakehouse-stream")
+    spark.sparkContext.setLogLevel("WARN")
+    query = start_stream(spark, settings)
+    log.info(
+        "stream started",
+        extra={"checkpoint": str(settings.checkpoint_dir), "lake": str(settings.lake_dir)},
+    )
+    query.awaitTermination()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,271 @@
+"""A Spark 4.2 Python streaming data source for Pulsar, registered as ``pulsar``.
+
+Offsets are, per topic, the position ``[ledger, entry, batch_index]`` of the last message
+included; a topic missing from an offset is read from the earliest message. ``read()`` runs on
+the executors and yields Arrow record batches (topic, message_id, publish_time, key, properties,
+value); it drops redeliveries and retries stalls (``include.pulsar_read``) and never returns a
+message past its end offset. Topics come from the tenant registry (one per active tenant) and
+are refreshed every ``topicRefreshSeconds``. ``commit(end)`` acknowledges cumulatively on a
+durable subscription, so the broker keeps every message not yet processed.
+
+Options: ``serviceUrl``, ``topics`` (comma-separated; otherwise the tenant registry),
+``maxRecordsPerTrigger``, ``subscription``, ``topicRefreshSeconds``, ``readTimeoutMs``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
+from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows
+
+log = logging.getLogger(__name__)
+
+SOURCE_SCHEMA = (
+    "topic string, message_id string, publish_time timestamp, key string, "
+    "properties map<string,string>, value binary"
+)
+ARROW_SCHEMA = pa.schema(
+    [
+        ("topic", pa.string()),
+        ("message_id", pa.string()),
+        ("publish_time", pa.timestamp("us", tz="UTC")),
+        ("key", pa.string()),
+        ("properties", pa.map_(pa.string(), pa.string())),
+        ("value", pa.binary()),
+    ]
+)
+_ARROW_BATCH_ROWS = 10_000
+_DEFAULT_ROWS_PER_ENTRY = 1
+
+Offset = dict[str, dict[str, list[int]]]
+
+
+@dataclass(frozen=True)
+class TopicRange(InputPartition):
+    """Messages of ``topic`` after ``after`` (exclusive) up to ``until`` (inclusive)."""
+
+    topic: str
+    after: tuple[int, int, int] | None
+    until: tuple[int, int, int]
+    service_url: str
+    read_timeout_ms: int
+
+
+def _position(value: list[int] | None) -> tuple[int, int, int] | None:
+    return None if value is None else (value[0], value[1], value[2])
+
+
+def read_partition(part: TopicRange) -> Iterator[pa.RecordBatch]:
+    """Executor side: the range's messages as Arrow record batches, each message once."""
+    import pulsar
+
+    from include.pulsar_read import read_range
+
+    client = pulsar.Client(
+        part.service_url,
+        operation_timeout_seconds=30,
+        logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
+    )
+    columns: dict[str, list[Any]] = {name: [] for name in ARROW_SCHEMA.names}
+    try:
+        for message in read_range(
+            client, part.topic, part.after, part.until, read_timeout_ms=part.read_timeout_ms
+        ):
+            msg_id = message.message_id()
+            columns["topic"].append(part.topic)
+            columns["message_id"].append(
+                f"{msg_id.ledger_id()}:{msg_id.entry_id()}:{msg_id.batch_index()}"
+            )
+            columns["publish_time"].append(
+                datetime.fromtimestamp(message.publish_timestamp() / 1_000, UTC)
+            )
+            columns["key"].append(message.partition_key() or None)
+            columns["properties"].append(list(message.properties().items()))
+            columns["value"].append(message.data())
+            if len(columns["value"]) >= _ARROW_BATCH_ROWS:
+                yield pa.RecordBatch.from_pydict(columns, schema=ARROW_SCHEMA)
+                columns = {name: [] for name in ARROW_SCHEMA.names}
+    finally:
+        client.close()
+    if columns["value"]:
+        yield pa.RecordBatch.from_pydict(columns, schema=ARROW_SCHEMA)
+
+
+class PulsarStreamReader(DataSourceStreamReader):
+    """Driver side: discovers topics, plans ranges, moves the durable cursor on commit."""
+
+    def __init__(self, options: dict[str, str]) -> None:
+        from include.settings import Settings
+
+        # Spark hands data sources their options with lower-cased keys.
+        options = {k.lower(): v for k, v in options.items()}
+        settings = Settings()
+        self._service_url = options.get("serviceurl", settings.pulsar_url)
+        self._fixed_topics = [t for t in options.get("topics", "").split(",") if t]
+        self._max_records = int(options.get("maxrecordspertrigger", "0"))
+        self._subscription = options.get("subscription", "lakehouse-stream")
+        self._refresh_s = float(options.get("topicrefreshseconds", "5"))
+        self._read_timeout_ms = int(options.get("readtimeoutms", "3000"))
+        self._settings = settings
+        self._client: Any = None
+        self._cursors: dict[str, Any] = {}
+        self._topics: list[str] = []
+        self._topics_at = 0.0
+        self._rows_per_entry: dict[str, int] = {}
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _pulsar(self) -> Any:
+        import pulsar
+
+        if self._client is None:
+            self._client = pulsar.Client(
+                self._service_url,
+                operation_timeout_seconds=30,
+                logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
+            )
+        return self._client
+
+    def _cursor(self, topic: str) -> Any:
+        """A durable, non-prefetching consumer per topic: newest id, and commit's cursor."""
+        import pulsar
+
+        consumer = self._cursors.get(topic)
+        if consumer is None:
+            consumer = self._pulsar().subscribe(
+                topic,
+                self._subscription,
+                consumer_type=pulsar.ConsumerType.Exclusive,
+                initial_position=pulsar.InitialPosition.Earliest,
+                receiver_queue_size=0,
+            )
+            self._cursors[topic] = consumer
+        return consumer
+
+    def topics(self) -> list[str]:
+        """Current topics: fixed by option, or one per active tenant (refreshed periodically)."""
+        if self._fixed_topics:
+            return self._fixed_topics
+        if time.monotonic() - self._topics_at >= self._refresh_s:
+            from include.db import connect
+            from include.tenants import list_tenants, topic_for
+
+            with connect(self._settings) as conn:
+                tenants = list_tenants(conn)
+            self._topics = [topic_for(t.tenant_id, self._settings.topic_template) for t in tenants]
+            self._topics_at = time.monotonic()
+        return self._topics
+
+    def _newest(self, topic: str) -> tuple[int, int, int] | None:
+        from include.pulsar_read import newest_position
+
+        return newest_position(self._cursor(topic))
+
+    # -- DataSourceStreamReader ----------------------------------------------------------------
+    def initialOffset(self) -> Offset:
+        return {"topics": {}}
+
+    def getDefaultReadLimit(self) -> ReadLimit:
+        return ReadMaxRows(self._max_records) if self._max_records > 0 else ReadAllAvailable()
+
+    def latestOffset(self, start: Offset, limit: ReadLimit) -> Offset:
+        from include.pulsar_read import covers, messages_in_next_entry
+
+        begun = start.get("topics", {})
+        latest: dict[str, list[int]] = dict(begun)
+        budget = limit.max_rows if isinstance(limit, ReadMaxRows) else None
+        topics = self.topics()
+        share = None if budget is None else max(1, budget // max(1, len(topics)))
+        for topic in topics:
+            newest = self._newest(topic)
+            after = _position(begun.get(topic))
+            if covers(after, newest):
+                continue
+            assert newest is not None
+            end = newest
+            if share is not None:
+                end = self._admit(topic, after, newest, share, messages_in_next_entry)
+            latest[topic] = list(end)
+        return {"topics": latest}
+
+    def _admit(
+        self,
+        topic: str,
+        after: tuple[int, int, int] | None,
+        newest: tuple[int, int, int],
+        rows: int,
+        sample: Any,
+    ) -> tuple[int, int, int]:
+        """Cut the range after about ``rows`` messages, at an entry boundary."""
+        first_entry = 0 if after is None else after[1] + (1 if after[2] < 0 else 0)
+        if after is not None and after[0] != newest[0]:
+            return newest  # a ledger change: entry counts are unknown across ledgers
+        if topic not in self._rows_per_entry or after is None:
+            self._rows_per_entry[topic] = sample(self._pulsar(), topic, after)
+        entries = max(1, rows // self._rows_per_entry[topic])
+        last_entry = first_entry + entries - 1
+        if last_entry >= newest[1]:
+            return newest
+        return (newest[0], last_entry, -1)
+
+    def reportLatestOffset(self) -> Offset | None:
+        return None
+
+    def partitions(self, start: Offset, end: Offset) -> Sequence[InputPartition]:
+        begun = start.get("topics", {})
+        ranges = []
+        for topic, until in sorted(end.get("topics", {}).items()):
+            after = _position(begun.get(topic))
+            if after is not None and list(after) == until:
+                continue
+            ranges.append(
+                TopicRange(
+                    topic,
+                    after,
+                    (until[0], until[1], until[2]),
+                    self._service_url,
+                    self._read_timeout_ms,
+                )
+            )
+        return ranges
+
+    def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
+        assert isinstance(partition, TopicRange)
+        return read_partition(partition)
+
+    def commit(self, end: Offset) -> None:
+        from include.pulsar_read import message_id_at
+
+        for topic, until in end.get("topics", {}).items():
+            try:
+                self._cursor(topic).acknowledge_cumulative(
+                    message_id_at((until[0], until[1], until[2]))
+                )
+            except Exception as exc:  # the cursor only frees broker space: never fail on it
+                log.warning("cursor not moved", extra={"topic": topic, "error": str(exc)})
+
+    def stop(self) -> None:
+        for consumer in self._cursors.values():
+            consumer.close()
+        if self._client is not None:
+            self._client.close()
+
+
+class PulsarDataSource(DataSource):
+    """``spark.readStream.format("pulsar")``."""
+
+    @classmethod
+    def name(cls) -> str:
+        return "pulsar"
+
+    def schema(self) -> str:
+        return SOURCE_SCHEMA
+
+    def streamReader(self, schema: Any) -> DataSourceStreamReader:
+        return PulsarStreamReader(dict(self.options))

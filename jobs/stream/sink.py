@@ -1,0 +1,349 @@
+"""Exactly-once writes of one micro-batch: PostgreSQL (keys, aggregates, batch record) first,
+then the Delta tables, each step skipped when it is already committed.
+
+Why this order holds under a crash at any point: Spark replays an uncommitted micro-batch with
+the same ``batch_id`` and the same offsets, so the same rows. The PostgreSQL transaction records
+the batch id together with the event keys it counted; a replay finds the batch id and skips it,
+and reads back from ``stream_event_keys`` exactly which events that batch made new. Each Delta
+table records ``(app_id, batch_id)`` as an app transaction in the same commit as the rows; a
+replay skips every table whose ``transaction_version(app_id)`` has reached the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+
+from include.events.flatten import v2_only_columns
+from jobs.stream.validate import QUARANTINED, VALID
+
+log = logging.getLogger(__name__)
+
+BRONZE = "bronze"
+SILVER = "silver"
+ITEMS = "event_items"
+QUARANTINE = "quarantine"
+TABLES = (BRONZE, SILVER, ITEMS, QUARANTINE)
+_META = ["topic", "message_id", "publish_time", "ingest_time"]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one micro-batch did."""
+
+    batch_id: int
+    input_rows: int
+    valid_rows: int
+    new_events: int
+    quarantined_rows: int
+    skipped_postgres: bool
+    skipped_tables: tuple[str, ...]
+
+
+def _first_occurrences(tenants: list[str], events: list[str]) -> list[int]:
+    """Indexes of the first row of each (tenant_id, event_id) in batch order."""
+    seen: set[tuple[str, str]] = set()
+    keep = []
+    for i, key in enumerate(zip(tenants, events, strict=True)):
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return keep
+
+
+def end_offsets(table: pa.Table, previous: dict[str, list[int]]) -> dict[str, list[int]]:
+    """Cumulative per-topic position of the last message seen, after this batch."""
+    offsets = dict(previous)
+    for topic, message_id in zip(
+        table.column("topic").to_pylist(), table.column("message_id").to_pylist(), strict=True
+    ):
+        position = [int(p) for p in message_id.split(":")]
+        if topic not in offsets or position > offsets[topic]:
+            offsets[topic] = position
+    return offsets
+
+
+class LakeSink:
+    """Writes micro-batches of validated rows (``jobs.stream.validate.OUTPUT_SCHEMA``)."""
+
+    def __init__(self, lake_dir: Path, dsn: str, app_id: str, job: str = "stream") -> None:
+        self.lake_dir = lake_dir
+        self.dsn = dsn
+        self.app_id = app_id
+        self.job = job
+        self._offsets: dict[str, list[int]] | None = None
+
+    def table_uri(self, name: str) -> str:
+        """Where Delta table ``name`` lives."""
+        return str(self.lake_dir / name)
+
+    def committed_version(self, name: str) -> int | None:
+        """The last batch id committed to table ``name`` by this app, or None."""
+        uri = self.table_uri(name)
+        if not DeltaTable.is_deltatable(uri):
+            return None
+        return DeltaTable(uri).transaction_version(self.app_id)
+
+    # -- PostgreSQL --------------------------------------------------------------------------
+    def _last_offsets(self, conn: psycopg.Connection) -> dict[str, list[int]]:
+        if self._offsets is None:
+            row = conn.execute(
+                "SELECT end_offset FROM stream_batches ORDER BY committed_at DESC LIMIT 1"
+            ).fetchone()
+            self._offsets = {} if row is None else dict(row[0])
+        return self._offsets
+
+    def _write_postgres(
+        self, valid: pa.Table, batch_id: int, table: pa.Table, quarantined: int, started: float
+    ) -> tuple[bool, int]:
+        """Count the batch's new events once; return (already committed, new event count)."""
+        with psycopg.connect(self.dsn) as conn:
+            done = conn.execute(
+                "SELECT new_events FROM stream_batches WHERE app_id = %s AND batch_id = %s",
+                (self.app_id, batch_id),
+            ).fetchone()
+            if done is not None:
+                return True, int(done[0])
+            offsets = end_offsets(table, self._last_offsets(conn))
+            with conn.transaction():
+                conn.execute(
+                    "CREATE TEMP TABLE batch_events (tenant_id text, event_id uuid, "
+                    "event_type text, minute timestamptz, amount numeric(20,2), items bigint) "
+                    "ON COMMIT DROP"
+                )
+                with conn.cursor().copy("COPY batch_events FROM STDIN") as copy:
+                    for row in _metric_rows(valid):
+                        copy.write_row(row)
+                new_events = conn.execute(
+                    """
+                    WITH fresh AS (
+                        INSERT INTO stream_event_keys (tenant_id, event_id, app_id, batch_id)
+                        SELECT tenant_id, event_id, %(app)s, %(batch)s FROM batch_events
+                        ON CONFLICT DO NOTHING
+                        RETURNING tenant_id, event_id
+                    ), added AS (
+                        INSERT INTO stream_minute_metrics AS m
+                            (tenant_id, minute, event_type, events, amount, items)
+                        SELECT b.tenant_id, b.minute, b.event_type, count(*),
+                               coalesce(sum(b.amount), 0), coalesce(sum(b.items), 0)
+                        FROM batch_events b JOIN fresh USING (tenant_id, event_id)
+                        GROUP BY 1, 2, 3
+                        ON CONFLICT (tenant_id, minute, event_type) DO UPDATE SET
+                            events = m.events + excluded.events,
+                            amount = m.amount + excluded.amount,
+                            items = m.items + excluded.items,
+                            updated_at = now()
+                        RETURNING 1
+                    )
+                    SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM added)
+                    """,
+                    {"app": self.app_id, "batch": batch_id},
+                ).fetchone()
+                assert new_events is not None
+                conn.execute(
+                    "INSERT INTO stream_batches (app_id, batch_id, input_rows, valid_rows, "
+                    "new_events, quarantined_rows, end_offset) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        self.app_id,
+                        batch_id,
+                        table.num_rows,
+                        valid.num_rows,
+                        new_events[0],
+                        quarantined,
+                        orjson.dumps(offsets).decode(),
+                    ),
+                )
+                elapsed = max(time.monotonic() - started, 1e-6)
+                conn.execute(
+                    "INSERT INTO stream_heartbeat (job, app_id, batch_id, updated_at, input_rows, "
+                    "rows_per_second, lag_seconds) VALUES (%s, %s, %s, now(), %s, %s, %s) "
+                    "ON CONFLICT (job) DO UPDATE SET app_id = excluded.app_id, "
+                    "batch_id = excluded.batch_id, updated_at = excluded.updated_at, "
+                    "input_rows = excluded.input_rows, rows_per_second = excluded.rows_per_second, "
+                    "lag_seconds = excluded.lag_seconds",
+                    (
+                        self.job,
+                        self.app_id,
+                        batch_id,
+                        table.num_rows,
+                        table.num_rows / elapsed,
+                        _lag_seconds(table),
+                    ),
+                )
+            self._offsets = offsets
+            return False, int(new_events[0])
+
+    def _new_keys(self, batch_id: int) -> set[tuple[str, str]]:
+        with psycopg.connect(self.dsn) as conn:
+            rows = conn.execute(
+                "SELECT tenant_id, event_id::text FROM stream_event_keys "
+                "WHERE app_id = %s AND batch_id = %s",
+                (self.app_id, batch_id),
+            ).fetchall()
+        return {(r[0], r[1]) for r in rows}
+
+    # -- Delta -------------------------------------------------------------------------------
+    def _append(self, name: str, data: pa.Table, batch_id: int, partition_by: list[str]) -> bool:
+        """Append ``data`` to table ``name`` as batch ``batch_id``; False if already there."""
+        committed = self.committed_version(name)
+        if committed is not None and committed >= batch_id:
+            return False
+        write_deltalake(
+            self.table_uri(name),
+            data,
+            mode="append",
+            partition_by=partition_by,
+            schema_mode="merge",
+            commit_properties=CommitProperties(
+                app_transactions=[Transaction(self.app_id, batch_id)]
+            ),
+        )
+        return True
+
+    def write_batch(self, table: pa.Table, batch_id: int) -> BatchResult:
+        """Write one micro-batch everywhere, exactly once."""
+        started = time.monotonic()
+        status = table.column("status")
+        valid_all = table.filter(pc.equal(status, VALID))
+        quarantined = table.filter(pc.equal(status, QUARANTINED))
+        keep = _first_occurrences(
+            valid_all.column("tenant_id").to_pylist(), valid_all.column("event_id").to_pylist()
+        )
+        valid = valid_all.take(pa.array(keep, type=pa.int64()))
+        skipped_pg, new_events = self._write_postgres(
+            valid, batch_id, table, quarantined.num_rows, started
+        )
+        skipped: list[str] = []
+        if not self._append(BRONZE, _bronze(valid_all), batch_id, ["tenant_id", "event_date"]):
+            skipped.append(BRONZE)
+        silver_done = self.committed_version(SILVER)
+        items_done = self.committed_version(ITEMS)
+        if (
+            min(
+                silver_done if silver_done is not None else -1,
+                items_done if items_done is not None else -1,
+            )
+            < batch_id
+        ):
+            fresh = self._new_keys(batch_id)
+            mask = [
+                (t, e) in fresh
+                for t, e in zip(
+                    valid.column("tenant_id").to_pylist(),
+                    valid.column("event_id").to_pylist(),
+                    strict=True,
+                )
+            ]
+            new_rows = valid.filter(pa.array(mask, type=pa.bool_()))
+            if not self._append(SILVER, _silver(new_rows), batch_id, ["tenant_id", "event_date"]):
+                skipped.append(SILVER)
+            if not self._append(ITEMS, _items(new_rows), batch_id, ["tenant_id", "event_date"]):
+                skipped.append(ITEMS)
+        else:
+            skipped += [SILVER, ITEMS]
+        if not self._append(
+            QUARANTINE, _quarantine(quarantined), batch_id, ["topic_tenant", "ingest_date"]
+        ):
+            skipped.append(QUARANTINE)
+        return BatchResult(
+            batch_id,
+            table.num_rows,
+            valid_all.num_rows,
+            new_events,
+            quarantined.num_rows,
+            skipped_pg,
+            tuple(skipped),
+        )
+
+
+def _metric_rows(valid: pa.Table) -> list[tuple[Any, ...]]:
+    tenants = valid.column("tenant_id").to_pylist()
+    events = valid.column("event_id").to_pylist()
+    types = valid.column("event_type").to_pylist()
+    minutes = pc.floor_temporal(valid.column("event_time"), unit="minute").to_pylist()
+    amounts = valid.column("order_total_amount").to_pylist()
+    items = [
+        sum(line["quantity"] for line in lines or []) for lines in valid.column("items").to_pylist()
+    ]
+    return list(zip(tenants, events, types, minutes, amounts, items, strict=True))
+
+
+def _event_date(table: pa.Table) -> pa.Array:
+    return pc.cast(table.column("event_time"), pa.date32())
+
+
+def _bronze(valid: pa.Table) -> pa.Table:
+    base = valid.select(
+        ["tenant_id", "event_id", "schema_version", "event_type", *_META, "key", "value"]
+    ).rename_columns(
+        ["tenant_id", "event_id", "schema_version", "event_type", *_META, "key", "payload"]
+    )
+    return base.append_column("event_date", _event_date(valid))
+
+
+def _silver(rows: pa.Table) -> pa.Table:
+    drop = {"status", "reason", "detail", "topic_tenant", "key", "value", "items"}
+    v2_columns = v2_only_columns()
+    # Version-2 columns join silver by schema evolution when the first v2 event arrives.
+    has_v2 = rows.num_rows > 0 and pc.any(pc.equal(rows.column("schema_version"), 2)).as_py()
+    if not has_v2:
+        drop |= set(v2_columns)
+    kept = rows.select([n for n in rows.column_names if n not in drop])
+    kept = kept.append_column("item_count", pc.list_value_length(rows.column("items")))
+    return kept.append_column("event_date", _event_date(rows))
+
+
+def _items(rows: pa.Table) -> pa.Table:
+    lines = rows.column("items")
+    parents = pc.list_parent_indices(lines)
+    flat = pc.list_flatten(lines)
+    keys = rows.select(["tenant_id", "event_id", "event_type"]).take(parents)
+    table = keys
+    for field in flat.type:
+        table = table.append_column(field.name, pc.struct_field(flat, field.name))
+    event_dates = _event_date(rows).take(parents)
+    return table.append_column("event_date", event_dates)
+
+
+def _quarantine(rows: pa.Table) -> pa.Table:
+    base = rows.select(
+        [
+            "topic",
+            "topic_tenant",
+            "message_id",
+            "publish_time",
+            "ingest_time",
+            "reason",
+            "detail",
+            "value",
+        ]
+    ).rename_columns(
+        [
+            "topic",
+            "topic_tenant",
+            "message_id",
+            "publish_time",
+            "ingest_time",
+            "reason",
+            "detail",
+            "payload",
+        ]
+    )
+    return base.append_column("ingest_date", pc.cast(rows.column("ingest_time"), pa.date32()))
+
+
+def _lag_seconds(table: pa.Table) -> float | None:
+    if table.num_rows == 0:
+        return None
+    oldest: datetime = pc.min(table.column("publish_time")).as_py()
+    return (datetime.now(UTC) - oldest).total_seconds()

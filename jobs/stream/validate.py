@@ -1,0 +1,151 @@
+"""Validation and flattening of raw Pulsar messages (pure: Arrow in, Arrow out).
+
+Every message comes out as one row: ``status`` ``valid`` with the flat event columns and its
+item lines, or ``quarantined`` with a machine-readable ``reason`` and a ``detail``. Content never
+raises: whatever a producer sends ends in one of the two.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+from pydantic import ValidationError
+
+from include.events import parse_event
+from include.events.flatten import FlatColumn, flat_columns, flat_values, item_fields
+from include.tenants import tenant_of_topic
+
+VALID = "valid"
+QUARANTINED = "quarantined"
+INVALID_JSON = "invalid_json"
+SCHEMA_VIOLATION = "schema_violation"
+UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
+TENANT_MISMATCH = "tenant_mismatch"
+CURRENCY_MISMATCH = "currency_mismatch"
+PAYLOAD_TOO_LARGE = "payload_too_large"
+UNKNOWN_TENANT = "unknown_tenant"
+REASONS = (
+    INVALID_JSON,
+    SCHEMA_VIOLATION,
+    UNSUPPORTED_SCHEMA_VERSION,
+    TENANT_MISMATCH,
+    CURRENCY_MISMATCH,
+    PAYLOAD_TOO_LARGE,
+    UNKNOWN_TENANT,
+)
+
+COLUMNS: list[FlatColumn] = flat_columns()
+ITEM_TYPE = pa.list_(
+    pa.struct([pa.field("line_number", pa.int32(), nullable=False), *item_fields()])
+)
+OUTPUT_SCHEMA = pa.schema(
+    [
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("topic", pa.string()),
+        ("topic_tenant", pa.string()),
+        ("message_id", pa.string()),
+        ("publish_time", pa.timestamp("us", tz="UTC")),
+        ("ingest_time", pa.timestamp("us", tz="UTC")),
+        ("key", pa.string()),
+        ("value", pa.binary()),
+        *[pa.field(c.name, c.type, nullable=True) for c in COLUMNS],
+        ("items", ITEM_TYPE),
+    ]
+)
+
+
+def classify_error(error: ValidationError) -> tuple[str, str]:
+    """(reason, detail) of a contract violation; detail names the field path."""
+    first = error.errors(include_url=False)[0]
+    kind = first["type"]
+    if kind == "json_invalid" or kind == "json_type":
+        return INVALID_JSON, first["msg"]
+    if kind == "union_tag_invalid":
+        return UNSUPPORTED_SCHEMA_VERSION, first["msg"]
+    if kind == "union_tag_not_found":
+        return SCHEMA_VIOLATION, "schema_version: Field required"
+    loc = [str(part) for part in first["loc"]]
+    # A discriminated union prefixes the path with the tag (the schema version): drop it.
+    if loc and loc[0].isdigit():
+        loc = loc[1:]
+    return SCHEMA_VIOLATION, f"{'.'.join(loc) or '<root>'}: {first['msg']}"
+
+
+def validate_batch(
+    batch: pa.RecordBatch,
+    currencies: dict[str, str],
+    topic_template: str,
+    max_payload_bytes: int,
+    ingest_time: datetime,
+) -> pa.RecordBatch:
+    """Validate and flatten every message of a raw batch (source schema -> ``OUTPUT_SCHEMA``).
+
+    ``currencies`` maps each registered tenant to its currency.
+    """
+    raw = batch.to_pydict()
+    out: dict[str, list[Any]] = {name: [] for name in OUTPUT_SCHEMA.names}
+    flat_names = [c.name for c in COLUMNS]
+    empty_flat = [None] * len(COLUMNS)
+    for i, value in enumerate(raw["value"]):
+        topic = raw["topic"][i]
+        tenant = tenant_of_topic(topic, topic_template)
+        reason, detail, event = _check(value, tenant, currencies, max_payload_bytes)
+        out["status"].append(VALID if reason is None else QUARANTINED)
+        out["reason"].append(reason)
+        out["detail"].append(detail)
+        out["topic"].append(topic)
+        out["topic_tenant"].append(tenant)
+        out["message_id"].append(raw["message_id"][i])
+        out["publish_time"].append(raw["publish_time"][i])
+        out["ingest_time"].append(ingest_time)
+        out["key"].append(raw["key"][i])
+        out["value"].append(value)
+        flat = empty_flat if event is None else flat_values(event, COLUMNS)
+        for name, cell in zip(flat_names, flat, strict=True):
+            out[name].append(cell)
+        out["items"].append(
+            None
+            if event is None
+            else [
+                {
+                    "line_number": n,
+                    "sku": it.sku,
+                    "category": it.category,
+                    "quantity": it.quantity,
+                    "unit_price": it.unit_price,
+                }
+                for n, it in enumerate(event.items, start=1)
+            ]
+        )
+    return pa.RecordBatch.from_pydict(out, schema=OUTPUT_SCHEMA)
+
+
+def _check(
+    value: bytes | None, tenant: str | None, currencies: dict[str, str], max_bytes: int
+) -> tuple[str | None, str | None, Any]:
+    if tenant is None or tenant not in currencies:
+        return UNKNOWN_TENANT, "the topic belongs to no registered tenant", None
+    if value is None:
+        return INVALID_JSON, "empty message", None
+    if len(value) > max_bytes:
+        return PAYLOAD_TOO_LARGE, f"{len(value)} bytes > {max_bytes}", None
+    try:
+        event = parse_event(value)
+    except ValidationError as error:
+        reason, detail = classify_error(error)
+        return reason, detail, None
+    except (ValueError, RecursionError) as error:  # e.g. nesting too deep for the parser
+        return INVALID_JSON, str(error)[:500], None
+    if event.tenant_id != tenant:
+        return TENANT_MISMATCH, f"payload tenant {event.tenant_id!r} on {tenant!r}'s topic", None
+    if event.order is not None and event.order.currency != currencies[tenant]:
+        return (
+            CURRENCY_MISMATCH,
+            f"order currency {event.order.currency} != tenant currency {currencies[tenant]}",
+            None,
+        )
+    return None, None, event
