@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 Position = tuple[int, int, int]  # (ledger_id, entry_id, batch_index)
 _WHOLE_ENTRY = sys.maxsize
+# How long to wait for more messages of an entry that already started arriving.
+_ENTRY_REST_TIMEOUT_MS = 250
 
 
 class StalledReadError(RuntimeError):
@@ -107,6 +109,7 @@ def read_range(
     kept = RedeliveryFilter(None if after is None else _through_entry(after))
     resume = after  # a real position to start the next reader after
     stalls = 0
+    in_last_entry = False
     while kept.last is None or kept.last < end:
         start = pulsar.MessageId.earliest if resume is None else message_id_at(resume)
         reader = client.create_reader(
@@ -115,8 +118,14 @@ def read_range(
         try:
             while True:
                 try:
-                    message = reader.read_next(read_timeout_ms)
+                    message = reader.read_next(
+                        _ENTRY_REST_TIMEOUT_MS if in_last_entry else read_timeout_ms
+                    )
                 except pulsar.Timeout:
+                    if in_last_entry:
+                        # The client receives an entry's whole batch in one frame: once one of
+                        # its messages arrived, a pause means the rest of the entry was read.
+                        return
                     stalls += 1
                     log.warning(
                         "topic read stalled; recreating the reader",
@@ -131,10 +140,9 @@ def read_range(
                     yield message
                 if position == end:
                     return
-                # The newest id may lack a batch index: the entry ends where the reader says
-                # nothing more is available (cheap: the client caches the broker's last id).
-                if position[:2] == end[:2] and not reader.has_message_available():
-                    return
+                # An end id without a batch index covers its whole entry, whose size no id tells
+                # (has_message_available() answers False inside a batch: it lost messages).
+                in_last_entry = position[:2] == end[:2]
         finally:
             reader.close()
         if stalls >= max_stalls:
@@ -159,7 +167,9 @@ def messages_in_next_entry(
     try:
         while True:
             try:
-                message = reader.read_next(read_timeout_ms)
+                message = reader.read_next(
+                    read_timeout_ms if entry is None else _ENTRY_REST_TIMEOUT_MS
+                )
             except pulsar.Timeout:
                 break
             position = position_of(message.message_id())
@@ -170,8 +180,6 @@ def messages_in_next_entry(
             elif position[:2] != entry:
                 break
             count += 1
-            if not reader.has_message_available():
-                break
     finally:
         reader.close()
     return max(count, 1)

@@ -31,6 +31,7 @@ def isolated_settings(state_dir: Path, **overrides: object) -> Settings:
         "pg_port": free_port(),
         "pulsar_url": f"pulsar://127.0.0.1:{free_port()}",
         "pulsar_metrics_addr": f"127.0.0.1:{free_port()}",
+        "stream_metrics_addr": f"127.0.0.1:{free_port()}",
         "pg_password": secrets.token_urlsafe(16),
         "admin_token": secrets.token_urlsafe(16),
         "generator_rate": 200.0,
@@ -59,15 +60,15 @@ def make_state_dir() -> Path:
 
 
 @contextmanager
-def embedded_platform(*, with_generator: bool = False, **overrides: object) -> Iterator[Settings]:
-    """Start PostgreSQL and pulsar-lite (and optionally the generator) under supervisord."""
+def embedded_platform(*, apps: tuple[str, ...] = (), **overrides: object) -> Iterator[Settings]:
+    """Start PostgreSQL and pulsar-lite (and the named apps) under supervisord."""
     state_dir = make_state_dir()
     settings = isolated_settings(state_dir, **overrides)
     old_env = os.environ.copy()
     # Supervised children inherit supervisord's environment: give them these settings.
     os.environ.update(settings_env(settings))
     try:
-        cli.up(settings, with_generator=with_generator)
+        cli.up(settings, apps=apps)
         yield settings
     finally:
         try:

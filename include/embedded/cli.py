@@ -27,10 +27,12 @@ _RUNNING_STATES = {"RUNNING", "STARTING"}
 def _check_ports_free(settings: Settings) -> None:
     pulsar_host, pulsar_port = broker.broker_address(settings)
     metrics_host, _, metrics_port = settings.pulsar_metrics_addr.rpartition(":")
+    stream_host, _, stream_port = settings.stream_metrics_addr.rpartition(":")
     wanted = [
         ("PostgreSQL", settings.pg_host, settings.pg_port, "LAKEHOUSE_PG_PORT"),
         ("pulsar-lite", pulsar_host, pulsar_port, "LAKEHOUSE_PULSAR_URL"),
         ("pulsar-lite metrics", metrics_host, int(metrics_port), "LAKEHOUSE_PULSAR_METRICS_ADDR"),
+        ("stream metrics", stream_host, int(stream_port), "LAKEHOUSE_STREAM_METRICS_ADDR"),
     ]
     for what, host, port, variable in wanted:
         if port_in_use(host, port):
@@ -40,8 +42,11 @@ def _check_ports_free(settings: Settings) -> None:
             )
 
 
-def up(settings: Settings, *, with_generator: bool = True) -> None:
-    """Start (or complete) the embedded platform and wait until it is ready."""
+def up(settings: Settings, *, apps: tuple[str, ...] = supervisor.APPS) -> None:
+    """Start (or complete) the embedded platform and wait until it is ready.
+
+    ``apps`` are the programs started once the services are ready and migrated.
+    """
     prereqs.check_python()
     prereqs.check_java()
     prereqs.check_privilege_drop()
@@ -69,11 +74,9 @@ def up(settings: Settings, *, with_generator: bool = True) -> None:
         applied = apply_migrations(conn)
     log.info("migrations", extra={"applied_now": applied})
     wait_for_port(*broker.broker_address(settings), timeout_s=60)
-    if with_generator:
-        supervisor.ctl(paths, "start", "generator")
-    supervisor.wait_running(
-        paths, {"postgres", "pulsar"} | ({"generator"} if with_generator else set())
-    )
+    for app in apps:
+        supervisor.ctl(paths, "start", app)
+    supervisor.wait_running(paths, {"postgres", "pulsar", *apps})
 
 
 def wait_for_postgres_server(settings: Settings) -> None:
@@ -140,7 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m include.embedded", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("up", help="start the embedded platform")
-    run.add_argument("--no-generator", action="store_true", help="do not start the generator")
+    run.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        choices=supervisor.APPS,
+        help="do not start this app (repeatable)",
+    )
     commands.add_parser("down", help="stop every process")
     commands.add_parser("status", help="show what runs")
     show = commands.add_parser("logs", help="show the logs")
@@ -156,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             started = time.monotonic()
-            up(settings, with_generator=not args.no_generator)
+            up(settings, apps=tuple(a for a in supervisor.APPS if a not in args.without))
             _print_summary(settings)
             log.info("ready", extra={"seconds": round(time.monotonic() - started, 1)})
             return 0

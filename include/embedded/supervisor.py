@@ -23,6 +23,8 @@ from include.embedded.paths import StatePaths
 from include.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Programs started by `up` once the services are ready (autostart is off for them).
+APPS = ("stream", "generator")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,16 @@ def programs(settings: Settings, paths: StatePaths, pg_bindir: Path) -> list[Pro
     generator += ["--rate", str(settings.generator_rate)]
     if settings.generator_seed is not None:
         generator += ["--seed", str(settings.generator_seed)]
+    stream = [
+        str(Path(sys.executable).parent / "spark-submit"),
+        "--master",
+        settings.spark_master,
+        "--conf",
+        f"spark.pyspark.python={sys.executable}",
+        "--conf",
+        "spark.ui.enabled=false",
+        str(REPO_ROOT / "jobs" / "stream" / "job.py"),
+    ]
     return [
         # SIGINT is PostgreSQL's "fast shutdown": clean, and quick.
         Program(
@@ -58,7 +70,16 @@ def programs(settings: Settings, paths: StatePaths, pg_bindir: Path) -> list[Pro
             priority=100,
         ),
         Program("pulsar", broker.server_command(paths), priority=100),
-        # Started by `up` once migrations ran; stopped first so it can flush to the broker.
+        # Apps start once migrations ran; they stop first so they can finish their work.
+        Program(
+            "stream",
+            stream,
+            autostart=False,
+            priority=800,
+            stopwaitsecs=60,
+            startsecs=5,
+            env={"PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(REPO_ROOT)},
+        ),
         Program("generator", generator, autostart=False, priority=900),
     ]
 

@@ -49,7 +49,7 @@ def _messages_in(settings: Settings, client: pulsar.Client, tenant: str) -> int:
 
 def test_platform_lifecycle(capsys: object) -> None:
     with embedded_platform(
-        with_generator=True, demo_tenants=["life_shop", "cycle_shop"]
+        apps=("generator",), demo_tenants=["life_shop", "cycle_shop"]
     ) as settings:
         paths = StatePaths.under(settings.state_dir)
         states = {p.name: p.state for p in supervisor.process_info(paths)}
@@ -85,7 +85,7 @@ def test_platform_lifecycle(capsys: object) -> None:
 
         # A second `up` is harmless: same cluster, same data, everything still running.
         pg_version = (paths.pg_data / "PG_VERSION").stat().st_mtime
-        cli.up(settings, with_generator=True)
+        cli.up(settings, apps=("generator",))
         assert (paths.pg_data / "PG_VERSION").stat().st_mtime == pg_version
         with connect(settings) as conn:
             assert conn.execute("SELECT id FROM keep_me").fetchall() == [(42,)]

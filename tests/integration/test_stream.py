@@ -91,7 +91,7 @@ def assert_end_state(settings: Settings, reference: Reference, tenants: list[str
         ).fetchall()
     actual = {(t, m, e): [n, a, i] for t, m, e, n, a, i in rows}
     expected = {
-        k: [v[0], Decimal(v[1]).quantize(Decimal("0.01")), v[2]]  # type: ignore[arg-type]
+        k: [v[0], Decimal(v[1]).quantize(Decimal("0.01")), v[2]]
         for k, v in reference.minutes.items()
     }
     assert actual == expected

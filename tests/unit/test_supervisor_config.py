@@ -15,12 +15,14 @@ def test_config_has_one_restarting_program_per_service(tmp_path: Path) -> None:
     parser = configparser.RawConfigParser()
     parser.read_string(text)
     programs = {s.removeprefix("program:") for s in parser.sections() if s.startswith("program:")}
-    assert programs == {"postgres", "pulsar", "generator"}
+    assert programs == {"postgres", "pulsar", "generator", "stream"}
     for name in programs:
         assert parser.get(f"program:{name}", "autorestart") == "true"
         assert parser.get(f"program:{name}", "stopasgroup") == "true"
     assert parser.get("program:postgres", "stopsignal") == "INT"
     assert parser.get("program:generator", "autostart") == "false"
+    assert parser.get("program:stream", "autostart") == "false"
+    assert "jobs/stream/job.py" in parser.get("program:stream", "command")
     assert "--rate 25.0" in parser.get("program:generator", "command")
     assert str(paths.pulsar_config) in parser.get("program:pulsar", "command")
     assert parser.get("unix_http_server", "file") == str(paths.supervisor_socket)
