@@ -12,7 +12,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON_SYSTEM) -m uv")
 
 .PHONY: help setup run stop status logs test test-unit test-integration check format \
-        generate bench-generator reset clean
+        generate bench-generator bench-stream reset clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -62,6 +62,9 @@ generate: setup ## Publish COUNT events as fast as possible to the demo tenants 
 
 bench-generator: setup ## Measure the generator's burst rate into pulsar-lite (own services)
 	$(PY) -m tests.bench.bench_generator
+
+bench-stream: setup ## Measure sustained Pulsar-to-silver events/s of the streaming job (own services)
+	$(PY) -m tests.bench.bench_stream
 
 reset: stop ## Stop and delete all local data (the state directory)
 	@state=$${LAKEHOUSE_STATE_DIR:-.lakehouse}; echo "Deleting $$state"; rm -rf "$$state"
