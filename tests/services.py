@@ -7,10 +7,13 @@ import os
 import secrets
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from include.embedded import cli
 from include.settings import Settings
@@ -50,6 +53,22 @@ def settings_env(settings: Settings) -> dict[str, str]:
             continue
         env[f"LAKEHOUSE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     return env
+
+
+def run_generator(settings: Settings, *args: str, timeout_s: float = 300) -> dict[str, Any]:
+    """Run ``python -m generator ARGS`` against ``settings``' services; return its summary."""
+    result = subprocess.run(
+        [sys.executable, "-m", "generator", *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"generator failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    summary: dict[str, Any] = json.loads(result.stdout)
+    return summary
 
 
 def make_state_dir() -> Path:

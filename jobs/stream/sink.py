@@ -282,12 +282,30 @@ def _event_date(table: pa.Table) -> pa.Array:
     return pc.cast(table.column("event_time"), pa.date32())
 
 
+def _columns(table: pa.Table, names: dict[str, str]) -> pa.Table:
+    """``table`` reduced to ``names`` (old name -> new name), in that order."""
+    return table.select(list(names)).rename_columns(list(names.values()))
+
+
+_BRONZE_COLUMNS = {
+    name: name for name in ["tenant_id", "event_id", "schema_version", "event_type", *_META, "key"]
+}
+_QUARANTINE_COLUMNS = {
+    name: name
+    for name in [
+        "topic",
+        "topic_tenant",
+        "message_id",
+        "publish_time",
+        "ingest_time",
+        "reason",
+        "detail",
+    ]
+}
+
+
 def _bronze(valid: pa.Table) -> pa.Table:
-    base = valid.select(
-        ["tenant_id", "event_id", "schema_version", "event_type", *_META, "key", "value"]
-    ).rename_columns(
-        ["tenant_id", "event_id", "schema_version", "event_type", *_META, "key", "payload"]
-    )
+    base = _columns(valid, {**_BRONZE_COLUMNS, "value": "payload"})
     return base.append_column("event_date", _event_date(valid))
 
 
@@ -316,29 +334,7 @@ def _items(rows: pa.Table) -> pa.Table:
 
 
 def _quarantine(rows: pa.Table) -> pa.Table:
-    base = rows.select(
-        [
-            "topic",
-            "topic_tenant",
-            "message_id",
-            "publish_time",
-            "ingest_time",
-            "reason",
-            "detail",
-            "value",
-        ]
-    ).rename_columns(
-        [
-            "topic",
-            "topic_tenant",
-            "message_id",
-            "publish_time",
-            "ingest_time",
-            "reason",
-            "detail",
-            "payload",
-        ]
-    )
+    base = _columns(rows, {**_QUARANTINE_COLUMNS, "value": "payload"})
     return base.append_column("ingest_date", pc.cast(rows.column("ingest_time"), pa.date32()))
 
 

@@ -12,20 +12,19 @@ from __future__ import annotations
 import os
 import platform as host
 import random
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from itertools import islice
+from typing import Any
 
-import orjson
 import pulsar
 
 from generator.catalog import demo_tenant_ids, merchant_profile
 from generator.messages import FaultShares, message_stream
 from generator.sessions import SessionFactory
+from include.settings import Settings
 from include.tenants import topic_for
-from tests.services import embedded_platform, settings_env
+from tests.services import embedded_platform, run_generator
 
 COUNT = int(os.environ.get("BENCH_COUNT", "400000"))
 TENANTS = 4
@@ -61,39 +60,28 @@ def _raw_baseline(url: str, template: str) -> tuple[float, int]:
     return COUNT / elapsed, size
 
 
-def _generator(settings_env_: dict[str, str], processes: int, run: int) -> dict[str, object]:
+def _generator(settings: Settings, processes: int, run: int) -> dict[str, Any]:
     tenants = ",".join(f"bench{run}_{t}" for t in demo_tenant_ids(TENANTS))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "generator",
-            "burst",
-            "--count",
-            str(COUNT),
-            "--seed",
-            "1",
-            "--tenants",
-            tenants,
-            "--processes",
-            str(processes),
-        ],
-        env=settings_env_,
-        capture_output=True,
-        text=True,
-        check=True,
+    return run_generator(
+        settings,
+        "burst",
+        "--count",
+        str(COUNT),
+        "--seed",
+        "1",
+        "--tenants",
+        tenants,
+        "--processes",
+        str(processes),
     )
-    summary: dict[str, object] = orjson.loads(result.stdout)
-    return summary
 
 
 def main() -> None:
     """Run the benchmark and print the table."""
     with embedded_platform() as settings:
-        env = settings_env(settings)
         baseline, size = _raw_baseline(settings.pulsar_url, settings.topic_template)
-        one = _generator(env, 1, 1)
-        two = _generator(env, 2, 2)
+        one = _generator(settings, 1, 1)
+        two = _generator(settings, 2, 2)
     print(
         f"\nGenerator burst into pulsar-lite: {COUNT:,} events, {TENANTS} tenants, "
         f"{os.cpu_count()} cores, {host.processor() or host.machine()}, "
@@ -103,7 +91,7 @@ def main() -> None:
     print("| --- | ---: | ---: |")
     print(f"| raw pulsar-client send of pre-built payloads (baseline) | {baseline:,.0f} | 1.00 |")
     for name, summary in [("generator, 1 process", one), ("generator, 2 processes", two)]:
-        rate = float(summary["events_per_second"])  # type: ignore[arg-type]
+        rate = float(summary["events_per_second"])
         assert summary["failed"] == 0 and summary["sent"] == COUNT, summary
         print(f"| {name} | {rate:,.0f} | {rate / baseline:.2f} |")
 

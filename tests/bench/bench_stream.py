@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
 import threading
 import time
 
-import orjson
 import psutil
 
 from generator.catalog import demo_tenant_ids
 from include.db import connect
 from jobs.stream.job import start_stream
 from jobs.stream.session import create_session
-from tests.services import embedded_platform, settings_env
+from tests.services import embedded_platform, run_generator
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "200000"))
 
@@ -40,27 +37,18 @@ def main() -> None:
     """Run the benchmark and print a Markdown table."""
     with embedded_platform(stream_max_records_per_batch=50_000) as settings:
         tenants = ",".join(demo_tenant_ids(4))
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "generator",
-                "burst",
-                "--count",
-                str(EVENTS),
-                "--seed",
-                "1",
-                "--tenants",
-                tenants,
-                "--processes",
-                "2",
-            ],
-            env=settings_env(settings),
-            capture_output=True,
-            text=True,
-            check=True,
+        summary = run_generator(
+            settings,
+            "burst",
+            "--count",
+            str(EVENTS),
+            "--seed",
+            "1",
+            "--tenants",
+            tenants,
+            "--processes",
+            "2",
         )
-        summary = orjson.loads(result.stdout)
         spark = create_session("local[2]", "bench-stream")
         peak = [0]
         stop = threading.Event()

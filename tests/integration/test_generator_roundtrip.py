@@ -6,8 +6,6 @@ reads back on its own and compares with the generator's summary.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter
 
 import orjson
@@ -18,7 +16,7 @@ from include.db import connect
 from include.pulsar_read import last_position, read_range
 from include.settings import Settings
 from include.tenants import list_tenants, topic_for
-from tests.services import settings_env
+from tests.services import run_generator
 
 TENANTS = ["round_alpha", "round_beta", "round_gamma"]
 
@@ -43,37 +41,27 @@ def test_every_published_message_is_consumed_once_per_tenant(
     platform: Settings, processes: int
 ) -> None:
     tenants = [f"{t}_{processes}" for t in TENANTS]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "generator",
-            "burst",
-            "--count",
-            "12000",
-            "--seed",
-            "11",
-            "--tenants",
-            ",".join(tenants),
-            "--processes",
-            str(processes),
-            "--duplicate-rate",
-            "0.03",
-            "--malformed-rate",
-            "0.01",
-            "--bad-version-rate",
-            "0.01",
-            "--tenant-mismatch-rate",
-            "0.02",
-        ],
-        env=settings_env(platform),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    summary = run_generator(
+        platform,
+        "burst",
+        "--count",
+        "12000",
+        "--seed",
+        "11",
+        "--tenants",
+        ",".join(tenants),
+        "--processes",
+        str(processes),
+        "--duplicate-rate",
+        "0.03",
+        "--malformed-rate",
+        "0.01",
+        "--bad-version-rate",
+        "0.01",
+        "--tenant-mismatch-rate",
+        "0.02",
+        timeout_s=120,
     )
-    assert result.returncode == 0, result.stderr
-    summary = orjson.loads(result.stdout)
     assert summary["sent"] == 12_000 and summary["failed"] == 0
 
     client = pulsar.Client(
