@@ -21,7 +21,8 @@ from include.settings import Settings, get_settings
 from include.sql.migrate import apply_migrations
 
 log = logging.getLogger("lakehouse.embedded")
-_RUNNING_STATES = {"RUNNING", "STARTING"}
+# STOPPED is a program nobody started (e.g. `up --without generator`), not a failure.
+_HEALTHY_STATES = {"RUNNING", "STARTING", "STOPPED"}
 
 
 def _check_ports_free(settings: Settings) -> None:
@@ -107,7 +108,7 @@ def _print_summary(settings: Settings) -> None:
 
 
 def status(settings: Settings) -> int:
-    """Print each service's state; exit code 0 only when every autostarted one runs."""
+    """Print each service's state; exit code 0 unless a service failed or is unreachable."""
     paths = StatePaths.under(settings.state_dir)
     infos = supervisor.process_info(paths)
     if not infos:
@@ -123,7 +124,7 @@ def status(settings: Settings) -> int:
     )
     pulsar_state = "accepts connections" if pulsar_ok else "NOT reachable"
     print(f"  Pulsar     {settings.pulsar_url} {pulsar_state}")
-    healthy = all(i.state in _RUNNING_STATES for i in infos) and pg_ok and pulsar_ok
+    healthy = all(i.state in _HEALTHY_STATES for i in infos) and pg_ok and pulsar_ok
     return 0 if healthy else 1
 
 

@@ -169,7 +169,15 @@ class PulsarStreamReader(DataSourceStreamReader):
 
     # -- DataSourceStreamReader ----------------------------------------------------------------
     def initialOffset(self) -> Offset:
-        return {"topics": {}}
+        """Where a query without checkpoint starts: after the last batch committed to
+        PostgreSQL (so a lost checkpoint re-reads nothing), else at each topic's start."""
+        from include.db import connect
+
+        with connect(self._settings) as conn:
+            row = conn.execute(
+                "SELECT end_offset FROM stream_batches ORDER BY committed_at DESC LIMIT 1"
+            ).fetchone()
+        return {"topics": {} if row is None else dict(row[0])}
 
     def getDefaultReadLimit(self) -> ReadLimit:
         return ReadMaxRows(self._max_records) if self._max_records > 0 else ReadAllAvailable()

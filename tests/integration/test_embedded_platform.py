@@ -53,7 +53,12 @@ def test_platform_lifecycle(capsys: object) -> None:
     ) as settings:
         paths = StatePaths.under(settings.state_dir)
         states = {p.name: p.state for p in supervisor.process_info(paths)}
-        assert states == {"postgres": "RUNNING", "pulsar": "RUNNING", "generator": "RUNNING"}
+        assert states == {
+            "postgres": "RUNNING",
+            "pulsar": "RUNNING",
+            "generator": "RUNNING",
+            "stream": "STOPPED",
+        }
         assert cli.status(settings) == 0
 
         # The generator publishes for its tenants and registered them.
@@ -86,6 +91,7 @@ def test_platform_lifecycle(capsys: object) -> None:
         # A second `up` is harmless: same cluster, same data, everything still running.
         pg_version = (paths.pg_data / "PG_VERSION").stat().st_mtime
         cli.up(settings, apps=("generator",))
+        assert {p.name: p.state for p in supervisor.process_info(paths)}["generator"] == "RUNNING"
         assert (paths.pg_data / "PG_VERSION").stat().st_mtime == pg_version
         with connect(settings) as conn:
             assert conn.execute("SELECT id FROM keep_me").fetchall() == [(42,)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 from itertools import islice
+from typing import Any
 
 import pyarrow as pa
 from pyspark.sql import SparkSession
@@ -62,3 +63,49 @@ def test_arrow_schema_holds_pydantic_dumps() -> None:
     table = pa.Table.from_pylist(rows, schema=arrow_schema(EventV2))
     assert table.num_rows == 200
     assert table.column("event_id").to_pylist() == [str(m.event_id) for m in models]
+
+
+def test_validation_in_spark_matches_the_contract(spark: SparkSession) -> None:
+    from pyspark.sql.pandas.types import from_arrow_schema
+    from pyspark.testing import assertDataFrameEqual
+
+    from jobs.stream.pulsar_source import ARROW_SCHEMA
+    from jobs.stream.validate import OUTPUT_SCHEMA, validate_batch
+
+    now = datetime(2026, 5, 1, tzinfo=UTC)
+    template = "persistent://public/default/{tenant_id}.events"
+    payloads = [*_payloads(60), b"{broken"]
+    raw = pa.Table.from_pydict(
+        {
+            "topic": [template.format(tenant_id="spark_shop")] * len(payloads),
+            "message_id": [f"1:{i}:-1" for i in range(len(payloads))],
+            "publish_time": [now] * len(payloads),
+            "key": [None] * len(payloads),
+            "properties": [[] for _ in payloads],
+            "value": payloads,
+        },
+        schema=ARROW_SCHEMA,
+    )
+    currency = merchant_profile("spark_shop").currency
+
+    def validate(batches):  # type: ignore[no-untyped-def]
+        for batch in batches:
+            yield validate_batch(batch, {"spark_shop": currency}, template, 262_144, now)
+
+    actual = (
+        spark.createDataFrame(raw)
+        .mapInArrow(validate, from_arrow_schema(OUTPUT_SCHEMA))
+        .select("status", "reason", "event_id", "event_type", "order_total_amount")
+    )
+    rows: list[tuple[Any, ...]] = []
+    for payload in payloads[:-1]:
+        event = parse_event(payload)
+        total = event.order.total_amount if event.order else None
+        rows.append(("valid", None, str(event.event_id), event.event_type.value, total))
+    rows.append(("quarantined", "invalid_json", None, None, None))
+    expected = spark.createDataFrame(
+        rows,
+        "status string, reason string, event_id string, event_type string, "
+        "order_total_amount decimal(18,2)",
+    )
+    assertDataFrameEqual(actual, expected)

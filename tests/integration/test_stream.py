@@ -128,3 +128,32 @@ def test_stream_writes_exactly_the_distinct_valid_events(
     assert batches is not None and batches[0] >= 2, "admission control should split the backlog"
     assert batches[1] == sum(len(ids) for ids in reference.silver_ids.values())
     assert heartbeat is not None and heartbeat[0] == batches[0] - 1
+
+
+def test_a_lost_checkpoint_reads_nothing_twice(
+    spark: SparkSession, stream_settings: Settings
+) -> None:
+    import shutil
+
+    settings = stream_settings
+    tenants = ["lost_alpha", "lost_beta"]
+    merchants = register(settings, tenants)
+    reference = Reference()
+    topics = [topic_for(t, settings.topic_template) for t in tenants]
+    publish_mix(settings, merchants, 2_000, seed=31, reference=reference)
+    query = start_stream(spark, settings, topics=topics, trigger_seconds=1)
+    try:
+        wait_until_consumed(settings, reference.published, query)
+    finally:
+        query.stop()
+    shutil.rmtree(settings.checkpoint_dir)  # the checkpoint is lost
+    publish_mix(settings, merchants, 1_000, seed=32, reference=reference)
+    query = start_stream(spark, settings, topics=topics, trigger_seconds=1)
+    try:
+        wait_until_consumed(settings, reference.published, query)
+    finally:
+        query.stop()
+    assert_end_state(settings, reference, tenants)
+    with connect(settings) as conn:
+        apps = conn.execute("SELECT count(DISTINCT app_id) FROM stream_batches").fetchone()
+    assert apps == (2,), "a new checkpoint commits under a new app id"

@@ -1,0 +1,122 @@
+"""Validation and flattening of raw messages (pure Arrow in, Arrow out)."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pytest
+
+from generator.catalog import merchant_profile
+from generator.sessions import SessionFactory
+from include.events import parse_event
+from jobs.stream.pulsar_source import ARROW_SCHEMA
+from jobs.stream.validate import OUTPUT_SCHEMA, validate_batch
+
+TEMPLATE = "persistent://public/default/{tenant_id}.events"
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+CURRENCIES = {"acme_shop": "USD", "globex_store": "EUR"}
+
+
+def _purchase(tenant: str = "acme_shop", schema_version: int = 1) -> dict[str, Any]:
+    factory = SessionFactory(random.Random(8), v2_share=1.0 if schema_version == 2 else 0.0)
+    while True:
+        for event in factory.session(merchant_profile(tenant), NOW):
+            if event["event_type"] == "purchase":
+                return event
+
+
+def _run(*messages: tuple[str, bytes], max_bytes: int = 10_000) -> list[dict[str, Any]]:
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "topic": [TEMPLATE.format(tenant_id=t) for t, _ in messages],
+            "message_id": [f"1:{i}:-1" for i in range(len(messages))],
+            "publish_time": [NOW] * len(messages),
+            "key": ["k"] * len(messages),
+            "properties": [[] for _ in messages],
+            "value": [v for _, v in messages],
+        },
+        schema=ARROW_SCHEMA,
+    )
+    out = validate_batch(batch, CURRENCIES, TEMPLATE, max_bytes, NOW)
+    assert out.schema == OUTPUT_SCHEMA
+    rows: list[dict[str, Any]] = out.to_pylist()
+    return rows
+
+
+def test_a_valid_event_is_flattened_with_its_items() -> None:
+    event = _purchase()
+    (row,) = _run(("acme_shop", orjson.dumps(event)))
+    model = parse_event(orjson.dumps(event))
+    assert row["status"] == "valid" and row["reason"] is None
+    assert row["event_id"] == str(model.event_id)
+    assert row["customer_customer_id"] == model.customer.customer_id
+    assert model.order is not None and row["order_total_amount"] == model.order.total_amount
+    assert row["device_ip"] == event["device"]["ip"]
+    assert dict(row["ml_context_model_scores"]) == event["ml_context"]["model_scores"]
+    assert [(i["line_number"], i["sku"], i["quantity"], i["unit_price"]) for i in row["items"]] == [
+        (n, i.sku, i.quantity, i.unit_price) for n, i in enumerate(model.items, start=1)
+    ]
+    assert row["marketing_campaign"] is None
+
+
+def test_version_2_fills_the_marketing_columns() -> None:
+    event = _purchase(schema_version=2)
+    (row,) = _run(("acme_shop", orjson.dumps(event)))
+    assert row["status"] == "valid"
+    assert row["marketing_campaign"] == event["marketing"]["campaign"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason", "detail_start"),
+    [
+        (b"{not json", "invalid_json", "Invalid JSON"),
+        (b"\xff\xfe", "invalid_json", "Invalid JSON"),
+        (b"[1]", "schema_violation", "<root>"),
+        (
+            orjson.dumps(_purchase() | {"schema_version": 7}),
+            "unsupported_schema_version",
+            "Input tag",
+        ),
+        (orjson.dumps(_purchase() | {"customer": {}}), "schema_violation", "customer.customer_id"),
+        (
+            orjson.dumps(_purchase() | {"items": [{"sku": "x", "quantity": 0, "unit_price": 1}]}),
+            "schema_violation",
+            "items.0.quantity",
+        ),
+        (
+            orjson.dumps(_purchase() | {"tenant_id": "globex_store"}),
+            "tenant_mismatch",
+            "payload tenant",
+        ),
+        (
+            orjson.dumps(_purchase() | {"order": dict(_purchase()["order"], currency="EUR")}),
+            "currency_mismatch",
+            "order currency EUR",
+        ),
+        (b" " * 10_001, "payload_too_large", "10001 bytes"),
+    ],
+)
+def test_bad_messages_are_quarantined_with_their_reason(
+    payload: bytes, reason: str, detail_start: str
+) -> None:
+    (row,) = _run(("acme_shop", payload))
+    assert (row["status"], row["reason"]) == ("quarantined", reason)
+    assert str(row["detail"]).startswith(detail_start), row["detail"]
+    assert row["value"] == payload and row["event_id"] is None and row["items"] is None
+
+
+def test_a_topic_of_no_registered_tenant_is_quarantined() -> None:
+    (row,) = _run(("stranger_shop", orjson.dumps(_purchase("stranger_shop"))))
+    assert row["reason"] == "unknown_tenant"
+
+
+def test_money_stays_exact_through_flattening() -> None:
+    event = _purchase()
+    event["order"] = dict(event["order"], total_amount=0.3)
+    (row,) = _run(("acme_shop", orjson.dumps(event)))
+    assert row["order_total_amount"] == Decimal("0.30")
