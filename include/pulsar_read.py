@@ -149,37 +149,39 @@ def read_range(
             raise StalledReadError(f"{topic}: no progress after {stalls} stalled reads")
 
 
-def messages_in_next_entry(
-    client: pulsar.Client, topic: str, after: Position | None, read_timeout_ms: int = 2_000
-) -> int:
-    """How many messages the first entry after ``after`` holds (a sample of the batch size).
+def messages_per_entry(
+    client: pulsar.Client,
+    topic: str,
+    after: Position | None,
+    entries: int = 8,
+    read_timeout_ms: int = 5_000,
+) -> float:
+    """Average messages per entry over the next ``entries`` entries after ``after`` (a sample of
+    the producers' batch sizes); 0 when nothing arrived in time.
 
-    Message ids carry no batch size, so admission control estimates rows from entries; this
-    reads one entry (at most one producer batch) to calibrate.
+    Message ids carry no batch size, so admission control estimates rows from entries. Several
+    entries are sampled because a producer's first entry often holds a single message.
     """
     start = pulsar.MessageId.earliest if after is None else message_id_at(after)
     reader = client.create_reader(
         topic, start, receiver_queue_size=2_000, start_message_id_inclusive=False
     )
-    kept = RedeliveryFilter(after)
+    kept = RedeliveryFilter(None if after is None else _through_entry(after))
     count = 0
-    entry: tuple[int, int] | None = None
+    seen: set[tuple[int, int]] = set()
     try:
         while True:
             try:
-                message = reader.read_next(
-                    read_timeout_ms if entry is None else _ENTRY_REST_TIMEOUT_MS
-                )
+                message = reader.read_next(read_timeout_ms if not seen else _ENTRY_REST_TIMEOUT_MS)
             except pulsar.Timeout:
                 break
             position = position_of(message.message_id())
             if not kept.accept(position):
                 continue
-            if entry is None:
-                entry = position[:2]
-            elif position[:2] != entry:
+            if position[:2] not in seen and len(seen) == entries:
                 break
+            seen.add(position[:2])
             count += 1
     finally:
         reader.close()
-    return max(count, 1)
+    return count / len(seen) if seen else 0.0

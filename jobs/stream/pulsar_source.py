@@ -42,7 +42,9 @@ ARROW_SCHEMA = pa.schema(
     ]
 )
 _ARROW_BATCH_ROWS = 10_000
-_DEFAULT_ROWS_PER_ENTRY = 1
+# Assumed when a sample read gets nothing in time: a full producer batch, so that a failed
+# sample errs towards smaller micro-batches (the sample is taken again next time).
+_DEFAULT_ROWS_PER_ENTRY = 1_000
 
 Offset = dict[str, dict[str, list[int]]]
 
@@ -118,7 +120,7 @@ class PulsarStreamReader(DataSourceStreamReader):
         self._cursors: dict[str, Any] = {}
         self._topics: list[str] = []
         self._topics_at = 0.0
-        self._rows_per_entry: dict[str, int] = {}
+        self._rows_per_entry: dict[str, float] = {}
 
     # -- helpers -------------------------------------------------------------------------------
     def _pulsar(self) -> Any:
@@ -183,7 +185,7 @@ class PulsarStreamReader(DataSourceStreamReader):
         return ReadMaxRows(self._max_records) if self._max_records > 0 else ReadAllAvailable()
 
     def latestOffset(self, start: Offset, limit: ReadLimit) -> Offset:
-        from include.pulsar_read import covers, messages_in_next_entry
+        from include.pulsar_read import covers, messages_per_entry
 
         begun = start.get("topics", {})
         latest: dict[str, list[int]] = dict(begun)
@@ -198,7 +200,7 @@ class PulsarStreamReader(DataSourceStreamReader):
             assert newest is not None
             end = newest
             if share is not None:
-                end = self._admit(topic, after, newest, share, messages_in_next_entry)
+                end = self._admit(topic, after, newest, share, messages_per_entry)
             latest[topic] = list(end)
         return {"topics": latest}
 
@@ -214,9 +216,12 @@ class PulsarStreamReader(DataSourceStreamReader):
         first_entry = 0 if after is None else after[1] + (1 if after[2] < 0 else 0)
         if after is not None and after[0] != newest[0]:
             return newest  # a ledger change: entry counts are unknown across ledgers
-        if topic not in self._rows_per_entry or after is None:
-            self._rows_per_entry[topic] = sample(self._pulsar(), topic, after)
-        entries = max(1, rows // self._rows_per_entry[topic])
+        per_entry = self._rows_per_entry.get(topic)
+        if per_entry is None or after is None:
+            per_entry = sample(self._pulsar(), topic, after)
+            if per_entry > 0:
+                self._rows_per_entry[topic] = per_entry
+        entries = max(1, int(rows // (per_entry or _DEFAULT_ROWS_PER_ENTRY)))
         last_entry = first_entry + entries - 1
         if last_entry >= newest[1]:
             return newest
