@@ -99,6 +99,8 @@ def _print_summary(settings: Settings) -> None:
         f"{settings.pg_database}   password: {settings.pg_password.get_secret_value()}\n"
         f"  Pulsar       {settings.pulsar_url}   "
         f"metrics: http://{settings.pulsar_metrics_addr}/metrics\n"
+        f"  Stream       Spark {settings.spark_master}   "
+        f"metrics: http://{settings.stream_metrics_addr}/metrics   lake: {settings.lake_dir}\n"
         f"  Generator    {settings.generator_rate:g} events/s for "
         f"{', '.join(settings.demo_tenants)}\n"
         f"  Admin token  {settings.admin_token.get_secret_value()}   (dev only)\n"
@@ -154,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("down", help="stop every process")
     commands.add_parser("status", help="show what runs")
     show = commands.add_parser("logs", help="show the logs")
-    show.add_argument("service", nargs="?", help="one service (postgres, pulsar, generator)")
+    show.add_argument(
+        "service", nargs="?", help="one service (postgres, pulsar, stream, generator)"
+    )
     show.add_argument("--no-follow", action="store_true")
     args = parser.parse_args(argv)
     try:
