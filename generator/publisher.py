@@ -18,7 +18,6 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import pulsar
@@ -131,13 +130,12 @@ class Publisher:
             with self._lock:
                 self._in_flight += len(chunk)
             lane.producer.send_async(
-                message.payload, partial(self._on_chunk, chunk), partition_key=message.key
+                message.payload,
+                lambda result, _msg_id, chunk=chunk: self._settle(chunk, result),
+                partition_key=message.key,
             )
         else:
             lane.producer.send_async(message.payload, None, partition_key=message.key)
-
-    def _on_chunk(self, chunk: list[_Pending], result: pulsar.Result, _msg_id: Any) -> None:
-        self._settle(chunk, result)
 
     def _settle(self, chunk: list[_Pending], result: pulsar.Result) -> None:
         with self._lock:

@@ -227,9 +227,6 @@ class PulsarStreamReader(DataSourceStreamReader):
             return newest
         return (newest[0], last_entry, -1)
 
-    def reportLatestOffset(self) -> Offset | None:
-        return None
-
     def partitions(self, start: Offset, end: Offset) -> Sequence[InputPartition]:
         begun = start.get("topics", {})
         ranges = []

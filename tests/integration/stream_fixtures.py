@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,9 @@ from typing import Any
 
 import orjson
 import pulsar
+from deltalake import DeltaTable
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming.query import StreamingQuery
 
 from generator.catalog import Merchant, merchant_profile
 from generator.messages import DUPLICATE, VALID, FaultShares, OutgoingMessage, message_stream
@@ -20,6 +24,7 @@ from generator.sessions import SessionFactory
 from include.db import connect
 from include.settings import Settings
 from include.tenants import register_tenant, topic_for
+from jobs.stream.job import start_stream
 
 REASON_OF_KIND = {
     "malformed": "invalid_json",
@@ -152,3 +157,89 @@ def publish_mix(
     for message, reason in extra:
         reference.quarantine[(message.tenant_id, reason)] += 1
     reference.published += len(messages) + len(extra)
+
+
+def wait_until_consumed(
+    settings: Settings,
+    expected_rows: int,
+    query: StreamingQuery | None = None,
+    timeout_s: float = 240,
+) -> None:
+    """Block until the stream's committed batches account for every published message."""
+    deadline = time.monotonic() + timeout_s
+    seen = 0
+    while time.monotonic() < deadline:
+        if query is not None and not query.isActive:
+            raise AssertionError(f"the stream stopped: {query.exception()}")
+        with connect(settings) as conn:
+            row = conn.execute("SELECT coalesce(sum(input_rows), 0) FROM stream_batches").fetchone()
+        seen = int(row[0]) if row else 0
+        if seen >= expected_rows:
+            return
+        time.sleep(1)
+    raise AssertionError(f"the stream consumed {seen} of {expected_rows} messages")
+
+
+def assert_end_state(settings: Settings, reference: Reference, tenants: list[str]) -> None:
+    """Silver, items, bronze, quarantine and the minute aggregates equal the reference."""
+    lake = settings.lake_dir
+    silver = DeltaTable(str(lake / "silver")).to_pyarrow_table()
+    silver_ids: dict[str, list[str]] = {}
+    for tenant, event_id in zip(
+        silver.column("tenant_id").to_pylist(), silver.column("event_id").to_pylist(), strict=True
+    ):
+        silver_ids.setdefault(tenant, []).append(event_id)
+    for tenant in tenants:
+        assert len(silver_ids[tenant]) == len(set(silver_ids[tenant])), "duplicates in silver"
+        assert set(silver_ids[tenant]) == reference.silver_ids[tenant]
+    assert "marketing_campaign" in silver.column_names  # added by schema evolution
+    items = DeltaTable(str(lake / "event_items")).to_pyarrow_table()
+    assert Counter(items.column("tenant_id").to_pylist()) == {
+        t: reference.item_rows[t] for t in tenants if reference.item_rows[t]
+    }
+    bronze = DeltaTable(str(lake / "bronze")).to_pyarrow_table()
+    assert Counter(bronze.column("tenant_id").to_pylist()) == {
+        t: reference.bronze_rows[t] for t in tenants
+    }
+    quarantine = DeltaTable(str(lake / "quarantine")).to_pyarrow_table()
+    assert (
+        Counter(
+            zip(
+                quarantine.column("topic_tenant").to_pylist(),
+                quarantine.column("reason").to_pylist(),
+                strict=True,
+            )
+        )
+        == reference.quarantine
+    )
+    detail = dict(
+        zip(
+            quarantine.column("reason").to_pylist(),
+            quarantine.column("detail").to_pylist(),
+            strict=True,
+        )
+    )
+    assert detail["schema_violation"].startswith(("customer.customer_id", "<root>"))
+    with connect(settings) as conn:
+        rows = conn.execute(
+            "SELECT tenant_id, minute, event_type, events, amount, items "
+            "FROM stream_minute_metrics WHERE tenant_id = ANY(%s)",
+            (tenants,),
+        ).fetchall()
+    actual = {(t, m, e): [n, a, i] for t, m, e, n, a, i in rows}
+    expected = {
+        k: [v[0], Decimal(v[1]).quantize(Decimal("0.01")), v[2]]
+        for k, v in reference.minutes.items()
+    }
+    assert actual == expected
+
+
+def run_stream_until_consumed(
+    spark: SparkSession, settings: Settings, topics: list[str], reference: Reference
+) -> None:
+    """Run the streaming query until it committed every message published so far, then stop it."""
+    query = start_stream(spark, settings, topics=topics, trigger_seconds=1)
+    try:
+        wait_until_consumed(settings, reference.published, query)
+    finally:
+        query.stop()

@@ -16,8 +16,13 @@ from include.db import connect
 from include.embedded import supervisor
 from include.embedded.paths import StatePaths
 from include.settings import Settings
-from tests.integration.stream_fixtures import Reference, publish_mix, register
-from tests.integration.test_stream import assert_end_state, wait_until_consumed
+from tests.integration.stream_fixtures import (
+    Reference,
+    assert_end_state,
+    publish_mix,
+    register,
+    wait_until_consumed,
+)
 from tests.services import embedded_platform
 
 KILLS = 3
