@@ -25,6 +25,7 @@ from include.db import connect
 from include.settings import Settings
 from include.tenants import register_tenant, topic_for
 from jobs.stream.job import start_stream
+from jobs.stream.sink import TABLES
 
 REASON_OF_KIND = {
     "malformed": "invalid_json",
@@ -174,10 +175,30 @@ def wait_until_consumed(
         with connect(settings) as conn:
             row = conn.execute("SELECT coalesce(sum(input_rows), 0) FROM stream_batches").fetchone()
         seen = int(row[0]) if row else 0
-        if seen >= expected_rows:
+        # PostgreSQL commits a batch before the Delta tables do: wait for the lake too.
+        if seen >= expected_rows and _lake_caught_up(settings):
             return
         time.sleep(1)
     raise AssertionError(f"the stream consumed {seen} of {expected_rows} messages")
+
+
+def _lake_caught_up(settings: Settings) -> bool:
+    """Whether every Delta table holds the last batch PostgreSQL committed."""
+    with connect(settings) as conn:
+        row = conn.execute(
+            "SELECT app_id, batch_id FROM stream_batches ORDER BY committed_at DESC LIMIT 1"
+        ).fetchone()
+    if row is None:
+        return False
+    app_id, batch_id = row
+    for name in TABLES:
+        uri = str(settings.lake_dir / name)
+        if not DeltaTable.is_deltatable(uri):
+            return False
+        done = DeltaTable(uri).transaction_version(app_id)
+        if done is None or done < batch_id:
+            return False
+    return True
 
 
 def assert_end_state(settings: Settings, reference: Reference, tenants: list[str]) -> None:
@@ -191,7 +212,12 @@ def assert_end_state(settings: Settings, reference: Reference, tenants: list[str
         silver_ids.setdefault(tenant, []).append(event_id)
     for tenant in tenants:
         assert len(silver_ids[tenant]) == len(set(silver_ids[tenant])), "duplicates in silver"
-        assert set(silver_ids[tenant]) == reference.silver_ids[tenant]
+        got = set(silver_ids[tenant])
+        missing = reference.silver_ids[tenant] - got
+        extra = got - reference.silver_ids[tenant]
+        assert not missing and not extra, (
+            f"{tenant}: {len(missing)} events missing from silver, {len(extra)} unexpected"
+        )
     assert "marketing_campaign" in silver.column_names  # added by schema evolution
     items = DeltaTable(str(lake / "event_items")).to_pyarrow_table()
     assert Counter(items.column("tenant_id").to_pylist()) == {
