@@ -74,11 +74,14 @@ class Settings(BaseSettings):
     )
 
     spark_master: str = Field("local[2]", description="Spark master URL of the streaming job.")
+    spark_driver_memory: str = Field(
+        "1g", description="JVM heap of the streaming job's Spark driver (`spark.driver.memory`)."
+    )
     stream_trigger_seconds: float = Field(
         2.0, gt=0, description="Micro-batch interval of the streaming job."
     )
     stream_max_records_per_batch: int = Field(
-        200_000,
+        50_000,
         ge=0,
         description="Admission control: about this many messages per micro-batch (0: no limit).",
     )

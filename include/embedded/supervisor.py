@@ -53,6 +53,8 @@ def programs(settings: Settings, paths: StatePaths, pg_bindir: Path) -> list[Pro
         str(Path(sys.executable).parent / "spark-submit"),
         "--master",
         settings.spark_master,
+        "--driver-memory",
+        settings.spark_driver_memory,
         "--conf",
         f"spark.pyspark.python={sys.executable}",
         "--conf",

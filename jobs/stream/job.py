@@ -27,6 +27,7 @@ from pyspark.sql.streaming.query import StreamingQuery
 
 from include.settings import Settings
 from jobs.stream import metrics
+from jobs.stream.repair import repair_unfinished_batches
 from jobs.stream.sink import LakeSink
 from jobs.stream.validate import OUTPUT_SCHEMA, QUARANTINED, validate_batch
 
@@ -116,6 +117,8 @@ def start_stream(
     """Start the streaming query; it runs until stopped."""
     checkpoint = settings.checkpoint_dir
     sink = LakeSink(settings.lake_dir, settings.pg_dsn, app_id_for(checkpoint))
+    # A batch an earlier checkpoint left half-written would otherwise never reach Delta.
+    repair_unfinished_batches(settings, sink.app_id)
 
     def write(frame: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
@@ -148,7 +151,7 @@ def main() -> int:
     settings = get_settings()
     configure_logging(settings.log_level)
     metrics.serve(settings.stream_metrics_addr)
-    spark = create_session(settings.spark_master, "lakehouse-stream")
+    spark = create_session(settings.spark_master, "lakehouse-stream", settings.spark_driver_memory)
     spark.sparkContext.setLogLevel("WARN")
     query = start_stream(spark, settings)
     log.info(

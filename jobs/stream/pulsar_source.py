@@ -114,7 +114,7 @@ class PulsarStreamReader(DataSourceStreamReader):
         self._max_records = int(options.get("maxrecordspertrigger", "0"))
         self._subscription = options.get("subscription", "lakehouse-stream")
         self._refresh_s = float(options.get("topicrefreshseconds", "5"))
-        self._read_timeout_ms = int(options.get("readtimeoutms", "3000"))
+        self._read_timeout_ms = int(options.get("readtimeoutms", "1000"))
         self._settings = settings
         self._client: Any = None
         self._cursors: dict[str, Any] = {}

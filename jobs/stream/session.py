@@ -11,8 +11,10 @@ from pyspark.sql import SparkSession
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def create_session(master: str, app_name: str) -> SparkSession:
-    """A session whose Python workers can import ``include`` and ``jobs``."""
+def create_session(master: str, app_name: str, driver_memory: str = "1g") -> SparkSession:
+    """A session whose Python workers can import ``include`` and ``jobs``.
+
+    ``driver_memory`` applies when this call starts the JVM (spark-submit sets its own)."""
     # Python workers inherit the JVM's environment, which inherits ours.
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if str(REPO_ROOT) not in paths:
@@ -26,6 +28,7 @@ def create_session(master: str, app_name: str) -> SparkSession:
         .appName(app_name)
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", driver_memory)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .getOrCreate()

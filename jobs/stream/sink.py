@@ -62,12 +62,19 @@ def _first_occurrences(tenants: list[str], events: list[str]) -> list[int]:
 
 
 def end_offsets(table: pa.Table, previous: dict[str, list[int]]) -> dict[str, list[int]]:
-    """Cumulative per-topic position of the last message seen, after this batch."""
+    """Cumulative per-topic position of the last entry read, after this batch.
+
+    The source plans every range to end on a whole entry, so a batch has read the whole entry
+    of its last message: the position is ``[ledger, entry, -1]``. Recording the message's own
+    batch index instead would make a restart from this offset wait for the rest of an entry
+    that has no more messages.
+    """
     offsets = dict(previous)
     for topic, message_id in zip(
         table.column("topic").to_pylist(), table.column("message_id").to_pylist(), strict=True
     ):
-        position = [int(p) for p in message_id.split(":")]
+        ledger, entry, _batch = (int(p) for p in message_id.split(":"))
+        position = [ledger, entry, -1]
         if topic not in offsets or position > offsets[topic]:
             offsets[topic] = position
     return offsets

@@ -1,107 +1,233 @@
-"""``make bench-stream``: sustained events/s from Pulsar to silver on this machine.
+"""``make bench-stream``: the streaming job's throughput, latency and memory on this machine.
 
-Starts its own PostgreSQL and pulsar-lite, publishes a backlog of ``BENCH_EVENTS`` events for
-4 tenants, then runs the streaming job (``local[2]``, in this process) until silver holds every
-event, and reports events/s from the first micro-batch to the last (JVM start excluded), the
-micro-batch sizes, and the peak resident memory of the job's processes.
+Two phases on one PostgreSQL and pulsar-lite, with one SparkSession (``local[2]``, in this
+process) running the real streaming job, each phase with its own tenants, lake and checkpoint:
+
+1. **Backlog**: publish ``BENCH_EVENTS`` events for 4 tenants, then run the job until it
+   committed all of them; report events/s from the first micro-batch to the last (JVM start
+   excluded), the micro-batch sizes and the peak memory (PSS) of the job's processes.
+2. **Steady rate**: with the job running and warmed up, the generator publishes at each rate of
+   ``BENCH_RATES`` for ``BENCH_SECONDS``; the latency of every event is the timestamp of the
+   silver Delta commit holding it minus its Pulsar publish time; report p50/p95/max.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import orjson
 import psutil
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pyspark.sql import SparkSession
 
 from generator.catalog import demo_tenant_ids
 from include.db import connect
+from include.settings import Settings
 from jobs.stream.job import start_stream
 from jobs.stream.session import create_session
 from tests.services import embedded_platform, run_generator
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "200000"))
+BATCH = int(os.environ.get("BENCH_BATCH", "50000"))
+RATES = [int(r) for r in os.environ.get("BENCH_RATES", "10000,2000").split(",") if r]
+SECONDS = int(os.environ.get("BENCH_SECONDS", "30"))
+TENANTS = ",".join(demo_tenant_ids(4))
+TRIGGER_SECONDS = 0.5
 
 
-def _tree_rss(pid: int) -> int:
+def _memory_by_kind(pid: int) -> dict[str, int]:
+    """Proportional set size (shared pages split between their users, so the parts add up)
+    of the driver (this process), the JVM and the Python workers and daemons."""
     process = psutil.Process(pid)
-    total = process.memory_info().rss
+    sizes = {"driver": process.memory_full_info().pss, "jvm": 0, "python workers": 0}
     for child in process.children(recursive=True):
         with contextlib.suppress(psutil.NoSuchProcess):
-            total += child.memory_info().rss
-    return total
+            kind = "jvm" if child.name() == "java" else "python workers"
+            sizes[kind] += child.memory_full_info().pss
+    return sizes
+
+
+@contextlib.contextmanager
+def _peak_memory() -> Iterator[dict[str, int]]:
+    peak = {"total": 0, "driver": 0, "jvm": 0, "python workers": 0}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            sizes = _memory_by_kind(os.getpid())
+            sizes["total"] = sum(sizes.values())
+            for kind, size in sizes.items():
+                peak[kind] = max(peak[kind], size)
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _committed_rows(settings: Settings) -> tuple[int, int]:
+    with connect(settings) as conn:
+        row = conn.execute(
+            "SELECT count(*), coalesce(sum(input_rows), 0) FROM stream_batches"
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def _wait_for_rows(settings: Settings, rows: int, query: Any, timeout_s: float = 900) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _committed_rows(settings)[1] < rows:
+        if not query.isActive:
+            raise RuntimeError(f"stream died: {query.exception()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the stream committed {_committed_rows(settings)[1]} of {rows}")
+        time.sleep(0.5)
+
+
+def backlog_phase(spark: SparkSession, settings: Settings) -> dict[str, Any]:
+    """Throughput and memory while draining a backlog."""
+    summary = run_generator(
+        settings, "burst", "--count", str(EVENTS), "--seed", "1", "--tenants", TENANTS,
+        "--processes", "2",
+    )  # fmt: skip
+    with _peak_memory() as peak:
+        query = start_stream(spark, settings, trigger_seconds=TRIGGER_SECONDS)
+        _wait_for_rows(settings, summary["sent"], query)
+        query.stop()
+    with connect(settings) as conn:
+        sizes = [
+            r[0]
+            for r in conn.execute(
+                "SELECT input_rows FROM stream_batches ORDER BY batch_id"
+            ).fetchall()
+        ]
+        span = conn.execute(
+            "SELECT extract(epoch FROM max(committed_at) - min(committed_at)) FROM stream_batches"
+        ).fetchone()
+    # The first batch's own duration is not inside the commit-to-commit span: add it back by
+    # assuming it took as long as the average batch.
+    batches = len(sizes)
+    seconds = float(span[0]) * batches / max(batches - 1, 1) if span else 0.0
+    return {
+        "summary": summary,
+        "rate": sum(sizes) / seconds if seconds else 0.0,
+        "sizes": sizes,
+        "peak": peak,
+    }
+
+
+def _fresh_run(settings: Settings) -> Settings:
+    """The same services with a new lake and checkpoint, earlier tenants and batches retired
+    (the Spark workers keep the environment of the first platform, so the bench keeps it)."""
+    with connect(settings, autocommit=True) as conn:
+        conn.execute("UPDATE tenants SET active = false")
+        conn.execute(
+            "TRUNCATE stream_event_keys, stream_batches, stream_minute_metrics, stream_heartbeat"
+        )
+    state_dir = Path(tempfile.mkdtemp(prefix="bench-steady-", dir=settings.state_dir))
+    return settings.model_copy(update={"state_dir": state_dir})
+
+
+def commit_latencies(table_dir: Path, after_version: int) -> list[float]:
+    """Seconds from publish to commit of every row added to a Delta table after a version."""
+    latencies: list[float] = []
+    for log_file in sorted((table_dir / "_delta_log").glob("*.json")):
+        version = int(log_file.stem)
+        if version <= after_version:
+            continue
+        actions = [orjson.loads(line) for line in log_file.read_bytes().splitlines() if line]
+        committed_ms = next(a["commitInfo"]["timestamp"] for a in actions if "commitInfo" in a)
+        for action in actions:
+            if "add" not in action:
+                continue
+            published = pq.read_table(
+                table_dir / action["add"]["path"], columns=["publish_time"]
+            ).column("publish_time")
+            micros = pc.cast(published, "int64").to_pylist()
+            latencies += [(committed_ms * 1_000 - us) / 1e6 for us in micros]
+    return latencies
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def steady_phase(spark: SparkSession, base: Settings, rate: int) -> dict[str, Any]:
+    """Publish-to-commit latency at a steady publishing rate."""
+    settings = _fresh_run(base)
+    tenants = ",".join(f"steady_{rate}_{i}" for i in range(4))
+    warmup = run_generator(
+        settings, "burst", "--count", "2000", "--seed", "2", "--tenants", tenants
+    )
+    query = start_stream(spark, settings, trigger_seconds=TRIGGER_SECONDS)
+    try:
+        _wait_for_rows(settings, warmup["sent"], query)
+        silver = settings.lake_dir / "silver"
+        warm_version = max(int(p.stem) for p in (silver / "_delta_log").glob("*.json"))
+        with _peak_memory() as peak:
+            steady = run_generator(
+                settings, "continuous", "--rate", str(rate), "--duration", str(SECONDS),
+                "--seed", "3", "--tenants", tenants, "--duplicate-rate", "0",
+                "--malformed-rate", "0", "--bad-version-rate", "0",
+                "--tenant-mismatch-rate", "0",
+                timeout_s=SECONDS * 4 + 120,
+            )  # fmt: skip
+            _wait_for_rows(settings, warmup["sent"] + steady["sent"], query)
+    finally:
+        query.stop()
+    latencies = commit_latencies(silver, warm_version)
+    return {
+        "rate": rate,
+        "sent": steady["sent"],
+        "published_rate": steady["sent"] / max(steady.get("seconds", SECONDS), 1e-6),
+        "p50": _percentile(latencies, 0.50),
+        "p95": _percentile(latencies, 0.95),
+        "max": max(latencies),
+        "rows": len(latencies),
+        "peak": peak,
+    }
 
 
 def main() -> None:
-    """Run the benchmark and print a Markdown table."""
-    with embedded_platform(stream_max_records_per_batch=50_000) as settings:
-        tenants = ",".join(demo_tenant_ids(4))
-        summary = run_generator(
-            settings,
-            "burst",
-            "--count",
-            str(EVENTS),
-            "--seed",
-            "1",
-            "--tenants",
-            tenants,
-            "--processes",
-            "2",
-        )
-        spark = create_session("local[2]", "bench-stream")
-        peak = [0]
-        stop = threading.Event()
-
-        def sample() -> None:
-            while not stop.is_set():
-                peak[0] = max(peak[0], _tree_rss(os.getpid()))
-                time.sleep(0.5)
-
-        threading.Thread(target=sample, daemon=True).start()
-        query = start_stream(spark, settings, trigger_seconds=0.5)
-        first = None
-        while True:
-            with connect(settings) as conn:
-                row = conn.execute(
-                    "SELECT count(*), coalesce(sum(input_rows), 0), min(committed_at), "
-                    "max(committed_at) FROM stream_batches"
-                ).fetchone()
-            assert row is not None
-            if first is None and row[0] > 0:
-                first = time.monotonic()
-            if row[1] >= summary["sent"]:
-                break
-            if not query.isActive:
-                raise RuntimeError(f"stream died: {query.exception()}")
-            time.sleep(0.5)
-        query.stop()
-        stop.set()
-        with connect(settings) as conn:
-            sizes = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT input_rows FROM stream_batches ORDER BY batch_id"
-                ).fetchall()
-            ]
-            span = conn.execute(
-                "SELECT extract(epoch FROM max(committed_at) - min(committed_at)) "
-                "FROM stream_batches"
-            ).fetchone()
-        # The first batch's own duration is not inside the commit-to-commit span: add it back
-        # by assuming it took as long as the average batch.
-        batches = len(sizes)
-        seconds = float(span[0]) * batches / max(batches - 1, 1) if span else 0.0
-        rate = sum(sizes) / seconds if seconds else 0.0
+    """Run both phases and print Markdown tables."""
+    with embedded_platform(stream_max_records_per_batch=BATCH) as settings:
+        spark = create_session("local[2]", "bench-stream", settings.spark_driver_memory)
+        backlog = backlog_phase(spark, settings)
+        steady = [steady_phase(spark, settings, rate) for rate in RATES]
+    summary, sizes, peak = backlog["summary"], backlog["sizes"], backlog["peak"]
     print(
         f"\nStream benchmark: {summary['sent']:,} events ({summary['average_payload_bytes']} "
-        f"bytes average), 4 tenants, local[2], {os.cpu_count()} cores\n"
+        f"bytes average), 4 tenants, local[2], {os.cpu_count()} cores, "
+        f"at most {BATCH:,} events per micro-batch\n"
     )
     print("| measure | value |")
     print("| --- | ---: |")
-    print(f"| sustained events/s, Pulsar to silver | {rate:,.0f} |")
-    print(f"| micro-batches | {batches} (rows: min {min(sizes):,}, max {max(sizes):,}) |")
-    print(f"| peak RSS, driver + JVM + Python workers | {peak[0] / 2**30:.2f} GiB |")
+    print(f"| sustained events/s, Pulsar to silver (backlog) | {backlog['rate']:,.0f} |")
+    print(f"| micro-batches | {len(sizes)} (rows: min {min(sizes):,}, max {max(sizes):,}) |")
+    print(f"| peak memory (PSS), driver + JVM + Python workers | {peak['total'] / 2**30:.2f} GiB |")
+    for kind in ("driver", "jvm", "python workers"):
+        print(f"| peak memory (PSS), {kind} alone | {peak[kind] / 2**30:.2f} GiB |")
+    print("\n| steady rate (events/s) | published | p50 latency | p95 latency | max | peak PSS |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for run in steady:
+        print(
+            f"| {run['rate']:,} | {run['sent']:,} ({run['published_rate']:,.0f}/s) | "
+            f"{run['p50']:.2f} s | {run['p95']:.2f} s | {run['max']:.2f} s | "
+            f"{run['peak']['total'] / 2**30:.2f} GiB |"
+        )
 
 
 if __name__ == "__main__":

@@ -69,3 +69,39 @@ def test_a_lost_checkpoint_reads_nothing_twice(
     with connect(settings) as conn:
         apps = conn.execute("SELECT count(DISTINCT app_id) FROM stream_batches").fetchone()
     assert apps == (2,), "a new checkpoint commits under a new app id"
+
+
+def test_a_batch_left_out_of_delta_with_a_lost_checkpoint_is_completed(
+    spark: SparkSession, stream_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from jobs.stream.job import start_stream
+    from jobs.stream.sink import LakeSink
+
+    settings = stream_settings
+    tenants = ["half_alpha", "half_beta"]
+    merchants = register(settings, tenants)
+    reference = Reference()
+    topics = [topic_for(t, settings.topic_template) for t in tenants]
+    publish_mix(settings, merchants, 1_500, seed=41, reference=reference)
+    run_stream_until_consumed(spark, settings, topics, reference)
+
+    # The job dies right after a batch's PostgreSQL commit, before any Delta append...
+    publish_mix(settings, merchants, 1_000, seed=42, reference=reference)
+
+    def crash(*_args: object, **_kwargs: object) -> bool:
+        raise RuntimeError("injected crash between the PostgreSQL and the Delta commits")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LakeSink, "_append", crash)
+        query = start_stream(spark, settings, topics=topics, trigger_seconds=1)
+        with pytest.raises(Exception, match="injected crash"):
+            query.awaitTermination(timeout=240)
+    with connect(settings) as conn:
+        row = conn.execute("SELECT coalesce(sum(input_rows), 0) FROM stream_batches").fetchone()
+    assert row == (reference.published,), "PostgreSQL committed the batch the lake lacks"
+    # ...and its checkpoint is lost too. The restarted job completes that batch in Delta.
+    shutil.rmtree(settings.checkpoint_dir)
+    run_stream_until_consumed(spark, settings, topics, reference)
+    assert_end_state(settings, reference, tenants)
