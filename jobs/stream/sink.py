@@ -273,6 +273,26 @@ class LakeSink:
         )
 
 
+def lake_caught_up(lake_dir: Path, dsn: str) -> bool:
+    """Whether every Delta table holds the last batch PostgreSQL committed (PostgreSQL commits
+    a batch first, so a reader that wants both sides waits for this)."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT app_id, batch_id FROM stream_batches ORDER BY committed_at DESC LIMIT 1"
+        ).fetchone()
+    if row is None:
+        return False
+    app_id, batch_id = row
+    for name in TABLES:
+        uri = str(lake_dir / name)
+        if not DeltaTable.is_deltatable(uri):
+            return False
+        done = DeltaTable(uri).transaction_version(app_id)
+        if done is None or done < batch_id:
+            return False
+    return True
+
+
 def _metric_rows(valid: pa.Table) -> list[tuple[Any, ...]]:
     tenants = valid.column("tenant_id").to_pylist()
     events = valid.column("event_id").to_pylist()

@@ -33,6 +33,7 @@ from include.db import connect
 from include.settings import Settings
 from jobs.stream.job import start_stream
 from jobs.stream.session import create_session
+from jobs.stream.sink import lake_caught_up
 from tests.services import embedded_platform, run_generator
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "200000"))
@@ -88,7 +89,9 @@ def _committed_rows(settings: Settings) -> tuple[int, int]:
 
 def _wait_for_rows(settings: Settings, rows: int, query: Any, timeout_s: float = 900) -> None:
     deadline = time.monotonic() + timeout_s
-    while _committed_rows(settings)[1] < rows:
+    while _committed_rows(settings)[1] < rows or not lake_caught_up(
+        settings.lake_dir, settings.pg_dsn
+    ):
         if not query.isActive:
             raise RuntimeError(f"stream died: {query.exception()}")
         if time.monotonic() > deadline:

@@ -25,7 +25,7 @@ from include.db import connect
 from include.settings import Settings
 from include.tenants import register_tenant, topic_for
 from jobs.stream.job import start_stream
-from jobs.stream.sink import TABLES
+from jobs.stream.sink import lake_caught_up
 
 REASON_OF_KIND = {
     "malformed": "invalid_json",
@@ -176,29 +176,10 @@ def wait_until_consumed(
             row = conn.execute("SELECT coalesce(sum(input_rows), 0) FROM stream_batches").fetchone()
         seen = int(row[0]) if row else 0
         # PostgreSQL commits a batch before the Delta tables do: wait for the lake too.
-        if seen >= expected_rows and _lake_caught_up(settings):
+        if seen >= expected_rows and lake_caught_up(settings.lake_dir, settings.pg_dsn):
             return
         time.sleep(1)
     raise AssertionError(f"the stream consumed {seen} of {expected_rows} messages")
-
-
-def _lake_caught_up(settings: Settings) -> bool:
-    """Whether every Delta table holds the last batch PostgreSQL committed."""
-    with connect(settings) as conn:
-        row = conn.execute(
-            "SELECT app_id, batch_id FROM stream_batches ORDER BY committed_at DESC LIMIT 1"
-        ).fetchone()
-    if row is None:
-        return False
-    app_id, batch_id = row
-    for name in TABLES:
-        uri = str(settings.lake_dir / name)
-        if not DeltaTable.is_deltatable(uri):
-            return False
-        done = DeltaTable(uri).transaction_version(app_id)
-        if done is None or done < batch_id:
-            return False
-    return True
 
 
 def assert_end_state(settings: Settings, reference: Reference, tenants: list[str]) -> None:
