@@ -13,13 +13,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pulsar
-
 from generator.catalog import Merchant
 from generator.messages import FaultShares, message_stream
 from generator.publisher import Publisher
 from generator.sessions import SessionFactory
 from include.log import configure_logging
+from include.pulsar_client import pulsar_client
 from include.tenants import topic_for
 
 log = logging.getLogger("generator")
@@ -108,11 +107,7 @@ def publish(plan: PublishPlan, should_stop: Callable[[], bool] = lambda: False) 
     stream = message_stream(
         list(plan.merchants), rng, factory, plan.faults, _Clock(plan.start_time)
     )
-    client = pulsar.Client(
-        plan.pulsar_url,
-        operation_timeout_seconds=30,
-        logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
-    )
+    client = pulsar_client(plan.pulsar_url)
     publisher = Publisher(client, lambda t: topic_for(t, plan.topic_template))
     progress = _Progress(publisher, plan.count)
     tenants = [m.tenant_id for m in plan.merchants]

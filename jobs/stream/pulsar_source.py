@@ -25,6 +25,8 @@ import pyarrow as pa
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows
 
+from include.pulsar_client import pulsar_client
+
 log = logging.getLogger(__name__)
 
 SOURCE_SCHEMA = (
@@ -66,15 +68,9 @@ def _position(value: list[int] | None) -> tuple[int, int, int] | None:
 
 def read_partition(part: TopicRange) -> Iterator[pa.RecordBatch]:
     """Executor side: the range's messages as Arrow record batches, each message once."""
-    import pulsar
-
     from include.pulsar_read import read_range
 
-    client = pulsar.Client(
-        part.service_url,
-        operation_timeout_seconds=30,
-        logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
-    )
+    client = pulsar_client(part.service_url)
     columns: dict[str, list[Any]] = {name: [] for name in ARROW_SCHEMA.names}
     try:
         for message in read_range(
@@ -124,14 +120,9 @@ class PulsarStreamReader(DataSourceStreamReader):
 
     # -- helpers -------------------------------------------------------------------------------
     def _pulsar(self) -> Any:
-        import pulsar
 
         if self._client is None:
-            self._client = pulsar.Client(
-                self._service_url,
-                operation_timeout_seconds=30,
-                logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
-            )
+            self._client = pulsar_client(self._service_url)
         return self._client
 
     def _cursor(self, topic: str) -> Any:

@@ -17,11 +17,10 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
-import pulsar
-
 from generator.catalog import demo_tenant_ids, merchant_profile
 from generator.messages import FaultShares, message_stream
 from generator.sessions import SessionFactory
+from include.pulsar_client import pulsar_client
 from include.settings import Settings
 from include.tenants import topic_for
 from tests.services import embedded_platform, run_generator
@@ -37,7 +36,7 @@ def _raw_baseline(url: str, template: str) -> tuple[float, int]:
         merchants, rng, SessionFactory(rng), FaultShares(), lambda: datetime.now(UTC)
     )
     messages = list(islice(stream, COUNT))
-    client = pulsar.Client(url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    client = pulsar_client(url)
     producers = {
         m.tenant_id: client.create_producer(
             topic_for(m.tenant_id, template).replace(".events", ".baseline"),

@@ -205,32 +205,39 @@ def steady_phase(spark: SparkSession, base: Settings, rate: int) -> dict[str, An
 
 
 def main() -> None:
-    """Run both phases and print Markdown tables."""
+    """Run both phases and print Markdown tables (each as soon as it is measured)."""
     with embedded_platform(stream_max_records_per_batch=BATCH) as settings:
         spark = create_session("local[2]", "bench-stream", settings.spark_driver_memory)
         backlog = backlog_phase(spark, settings)
-        steady = [steady_phase(spark, settings, rate) for rate in RATES]
-    summary, sizes, peak = backlog["summary"], backlog["sizes"], backlog["peak"]
-    print(
-        f"\nStream benchmark: {summary['sent']:,} events ({summary['average_payload_bytes']} "
-        f"bytes average), 4 tenants, local[2], {os.cpu_count()} cores, "
-        f"at most {BATCH:,} events per micro-batch\n"
-    )
-    print("| measure | value |")
-    print("| --- | ---: |")
-    print(f"| sustained events/s, Pulsar to silver (backlog) | {backlog['rate']:,.0f} |")
-    print(f"| micro-batches | {len(sizes)} (rows: min {min(sizes):,}, max {max(sizes):,}) |")
-    print(f"| peak memory (PSS), driver + JVM + Python workers | {peak['total'] / 2**30:.2f} GiB |")
-    for kind in ("driver", "jvm", "python workers"):
-        print(f"| peak memory (PSS), {kind} alone | {peak[kind] / 2**30:.2f} GiB |")
-    print("\n| steady rate (events/s) | published | p50 latency | p95 latency | max | peak PSS |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    for run in steady:
+        summary, sizes, peak = backlog["summary"], backlog["sizes"], backlog["peak"]
         print(
-            f"| {run['rate']:,} | {run['sent']:,} ({run['published_rate']:,.0f}/s) | "
-            f"{run['p50']:.2f} s | {run['p95']:.2f} s | {run['max']:.2f} s | "
-            f"{run['peak']['total'] / 2**30:.2f} GiB |"
+            f"\nStream benchmark: {summary['sent']:,} events "
+            f"({summary['average_payload_bytes']} bytes average), 4 tenants, local[2], "
+            f"{os.cpu_count()} cores, at most {BATCH:,} events per micro-batch\n"
         )
+        print("| measure | value |")
+        print("| --- | ---: |")
+        print(f"| sustained events/s, Pulsar to silver (backlog) | {backlog['rate']:,.0f} |")
+        print(f"| micro-batches | {len(sizes)} (rows: min {min(sizes):,}, max {max(sizes):,}) |")
+        print(f"| peak memory (PSS), driver + JVM + Python workers | {_gib(peak['total'])} |")
+        for kind in ("driver", "jvm", "python workers"):
+            print(f"| peak memory (PSS), {kind} alone | {_gib(peak[kind])} |")
+        print(
+            "\n| steady rate (events/s) | published | p50 latency | p95 latency | max | peak PSS |"
+        )
+        print("| ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
+        for rate in RATES:
+            run = steady_phase(spark, settings, rate)
+            print(
+                f"| {run['rate']:,} | {run['sent']:,} ({run['published_rate']:,.0f}/s) | "
+                f"{run['p50']:.2f} s | {run['p95']:.2f} s | {run['max']:.2f} s | "
+                f"{_gib(run['peak']['total'])} |",
+                flush=True,
+            )
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.2f} GiB"
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from itertools import islice
 from typing import Any
 
 import orjson
-import pulsar
 from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming.query import StreamingQuery
@@ -22,6 +21,7 @@ from generator.messages import DUPLICATE, VALID, FaultShares, OutgoingMessage, m
 from generator.publisher import Publisher
 from generator.sessions import SessionFactory
 from include.db import connect
+from include.pulsar_client import pulsar_client
 from include.settings import Settings
 from include.tenants import register_tenant, topic_for
 from jobs.stream.job import start_stream
@@ -136,9 +136,7 @@ def publish_mix(
     )
     messages = list(islice(stream, count))
     extra = hand_made_bad_messages(merchants[0], start)
-    client = pulsar.Client(
-        settings.pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn)
-    )
+    client = pulsar_client(settings.pulsar_url)
     publisher = Publisher(client, lambda t: topic_for(t, settings.topic_template), chunk_size=200)
     try:
         for message in messages:

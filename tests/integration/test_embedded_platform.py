@@ -13,6 +13,7 @@ import pulsar
 from include.db import connect
 from include.embedded import cli, supervisor
 from include.embedded.paths import StatePaths
+from include.pulsar_client import pulsar_client
 from include.pulsar_read import last_position
 from include.settings import Settings
 from include.tenants import topic_for
@@ -62,9 +63,7 @@ def test_platform_lifecycle(capsys: object) -> None:
         assert cli.status(settings) == 0
 
         # The generator publishes for its tenants and registered them.
-        client = pulsar.Client(
-            settings.pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn)
-        )
+        client = pulsar_client(settings.pulsar_url)
         try:
             _wait_for(lambda: _messages_in(settings, client, "life_shop") > 0, 30, "events")
         finally:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections import Counter
 
 import orjson
-import pulsar
 import pytest
 
 from include.db import connect
+from include.pulsar_client import pulsar_client
 from include.pulsar_read import last_position, read_range
 from include.settings import Settings
 from include.tenants import list_tenants, topic_for
@@ -64,9 +64,7 @@ def test_every_published_message_is_consumed_once_per_tenant(
     )
     assert summary["sent"] == 12_000 and summary["failed"] == 0
 
-    client = pulsar.Client(
-        platform.pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn)
-    )
+    client = pulsar_client(platform.pulsar_url)
     try:
         consumed: dict[str, Counter[str]] = {}
         for tenant in tenants:
