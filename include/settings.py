@@ -92,6 +92,22 @@ class Settings(BaseSettings):
         "127.0.0.1:9651", description="Loopback address of the streaming job's Prometheus metrics."
     )
 
+    airflow_port: int = Field(8080, description="Port of the Airflow UI and REST API.")
+    airflow_parallelism: int = Field(
+        4, gt=0, description="Airflow tasks running at once (LocalExecutor)."
+    )
+    load_schedule: str = Field(
+        "* * * * *", description="Cron schedule of the load_postgres DAG (UTC)."
+    )
+    watchdog_stale_seconds: float = Field(
+        180.0,
+        gt=0,
+        description="stream_watchdog fails when messages wait and no batch committed this long.",
+    )
+    watchdog_max_lag_seconds: float = Field(
+        600.0, gt=0, description="stream_watchdog fails when the last batch's lag exceeds this."
+    )
+
     @model_validator(mode="after")
     def _refuse_dev_defaults_outside_dev(self) -> Settings:
         if self.env != "dev":

@@ -13,7 +13,7 @@ import sys
 import time
 
 from include.db import connect, wait_for_postgres
-from include.embedded import broker, postgres, prereqs, supervisor
+from include.embedded import airflow, broker, postgres, prereqs, supervisor
 from include.embedded.net import port_in_use, wait_for_port
 from include.embedded.paths import StatePaths
 from include.log import configure_logging
@@ -34,6 +34,7 @@ def _check_ports_free(settings: Settings) -> None:
         ("pulsar-lite", pulsar_host, pulsar_port, "LAKEHOUSE_PULSAR_URL"),
         ("pulsar-lite metrics", metrics_host, int(metrics_port), "LAKEHOUSE_PULSAR_METRICS_ADDR"),
         ("stream metrics", stream_host, int(stream_port), "LAKEHOUSE_STREAM_METRICS_ADDR"),
+        ("the Airflow UI", "127.0.0.1", settings.airflow_port, "LAKEHOUSE_AIRFLOW_PORT"),
     ]
     for what, host, port, variable in wanted:
         if port_in_use(host, port):
@@ -59,6 +60,9 @@ def up(settings: Settings, *, apps: tuple[str, ...] = supervisor.APPS) -> None:
         _check_ports_free(settings)
     created = postgres.ensure_cluster(settings, paths, bindir)
     broker.write_config(settings, paths)
+    # The config carries the services' environment, secrets included: owner-only.
+    paths.supervisor_config.touch(mode=0o600)
+    paths.supervisor_config.chmod(0o600)
     paths.supervisor_config.write_text(supervisor.render_config(settings, paths, bindir))
     supervisor.start(paths)
     log.info(
@@ -75,6 +79,10 @@ def up(settings: Settings, *, apps: tuple[str, ...] = supervisor.APPS) -> None:
         applied = apply_migrations(conn)
     log.info("migrations", extra={"applied_now": applied})
     wait_for_port(*broker.broker_address(settings), timeout_s=60)
+    if any(app in supervisor.AIRFLOW_APPS for app in apps):
+        postgres.ensure_database(settings, airflow.AIRFLOW_DATABASE)
+        airflow.migrate(settings, paths)
+        log.info("airflow metadata migrated", extra={"database": airflow.AIRFLOW_DATABASE})
     for app in apps:
         supervisor.ctl(paths, "start", app)
     supervisor.wait_running(paths, {"postgres", "pulsar", *apps})
@@ -103,6 +111,8 @@ def _print_summary(settings: Settings) -> None:
         f"metrics: http://{settings.stream_metrics_addr}/metrics   lake: {settings.lake_dir}\n"
         f"  Generator    {settings.generator_rate:g} events/s for "
         f"{', '.join(settings.demo_tenants)}\n"
+        f"  Airflow      http://localhost:{settings.airflow_port}   login: {airflow.UI_USER} / "
+        f"{airflow.ui_password(paths)}\n"
         f"  Admin token  {settings.admin_token.get_secret_value()}   (dev only)\n"
         f"  State        {paths.root}   logs: {paths.logs}\n"
         "\n  make status   what runs     make logs   follow the logs     make stop   stop it all\n"

@@ -106,15 +106,17 @@ def server_command(settings: Settings, paths: StatePaths, bindir: Path) -> list[
     ]
 
 
-def ensure_database(settings: Settings) -> bool:
-    """Create the platform database if missing; return whether it was created now."""
+def ensure_database(settings: Settings, name: str | None = None) -> bool:
+    """Create database ``name`` (the platform database by default) if missing; return whether
+    it was created now."""
+    database = name or settings.pg_database
     admin_dsn = settings.pg_dsn.replace(f"dbname={settings.pg_database}", "dbname=postgres")
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (settings.pg_database,)
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
         ).fetchone()
         if exists:
             return False
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(settings.pg_database)))
-    log.info("database created", extra={"database": settings.pg_database})
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    log.info("database created", extra={"database": database})
     return True

@@ -18,13 +18,14 @@ from typing import Any
 
 from supervisor.xmlrpc import SupervisorTransport
 
-from include.embedded import broker, postgres
+from include.embedded import airflow, broker, postgres
 from include.embedded.paths import StatePaths
 from include.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Programs started by `up` once the services are ready (autostart is off for them).
-APPS = ("stream", "generator")
+AIRFLOW_APPS = tuple(airflow.PROGRAMS)
+APPS = ("stream", "generator", *AIRFLOW_APPS)
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,26 @@ def programs(settings: Settings, paths: StatePaths, pg_bindir: Path) -> list[Pro
             env={"PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(REPO_ROOT)},
         ),
         Program("generator", generator, autostart=False, priority=900),
+        *(
+            Program(
+                name,
+                command,
+                autostart=False,
+                priority=700,
+                stopwaitsecs=60,
+                startsecs=5,
+                env=airflow.airflow_env(settings, paths),
+            )
+            for name, command in airflow.program_commands().items()
+        ),
     ]
+
+
+def _escape(value: str) -> str:
+    # supervisord expands %(...)s in values too, and a double quote would end the value.
+    if '"' in value:
+        raise ValueError(f"a supervised environment value cannot hold a double quote: {value!r}")
+    return value.replace("%", "%%")
 
 
 def render_config(settings: Settings, paths: StatePaths, pg_bindir: Path) -> str:
@@ -128,7 +148,7 @@ def render_config(settings: Settings, paths: StatePaths, pg_bindir: Path) -> str
             "stdout_logfile_maxbytes=20MB",
             "stdout_logfile_backups=3",
             "redirect_stderr=true",
-            "environment=" + ",".join(f'{k}="{v}"' for k, v in env.items()),
+            "environment=" + ",".join(f'{k}="{_escape(v)}"' for k, v in env.items()),
             "",
         ]
     return "\n".join(lines)

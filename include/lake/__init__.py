@@ -1,0 +1,1 @@
+"""Helpers for the Delta Lake tables (delta-rs)."""

@@ -1,0 +1,36 @@
+"""What every DAG shares: default arguments, the lake's Assets, the job launcher's settings.
+
+Imported by ``dags/`` only. Nothing here touches a database or a connection: DAG files are
+parsed often, and parsing must stay free of I/O.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.sdk import Asset
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "data-platform",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+}
+
+# The lake's tables and the warehouse's, as Airflow Assets (data-aware scheduling).
+SILVER = Asset("lakehouse://lake/silver", group="lake")
+EVENT_ITEMS_LAKE = Asset("lakehouse://lake/event_items", group="lake")
+EVENTS_TABLE = Asset("lakehouse://postgres/events", group="warehouse")
+EVENT_ITEMS_TABLE = Asset("lakehouse://postgres/event_items", group="warehouse")
+
+
+def job_path(*parts: str) -> str:
+    """Absolute path of a Spark job file under ``jobs/``."""
+    return str(REPO_ROOT.joinpath("jobs", *parts))

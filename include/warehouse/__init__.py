@@ -1,0 +1,1 @@
+"""The PostgreSQL analytics tables the lake is loaded into."""

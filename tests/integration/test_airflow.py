@@ -1,0 +1,77 @@
+"""Airflow as `make run` runs it (api-server, scheduler, dag-processor, triggerer under
+supervisord, LocalExecutor, metadata in the platform's PostgreSQL), with the live stream:
+DAGs driven through the REST API against real Spark, Delta tables and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from deltalake import DeltaTable
+
+from include.db import connect
+from include.embedded import supervisor
+from include.embedded.paths import StatePaths
+from include.settings import Settings
+from tests.airflow_api import AirflowApi
+from tests.integration.stream_fixtures import wait_until_consumed
+from tests.services import embedded_platform, run_generator
+
+DAG_IDS = {"load_postgres", "stream_watchdog"}
+TENANTS = "airflow_alpha,airflow_beta"
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[tuple[Settings, AirflowApi]]:
+    """The platform with the stream and Airflow running, and a logged-in API client."""
+    with embedded_platform(
+        apps=("stream", *supervisor.AIRFLOW_APPS), stream_trigger_seconds=1.0
+    ) as settings:
+        yield settings, AirflowApi.login(settings)
+
+
+def test_the_dags_are_parsed_and_unpaused(live: tuple[Settings, AirflowApi]) -> None:
+    _settings, api = live
+    dags = api.wait_for_dags(DAG_IDS)
+    assert set(dags) >= DAG_IDS
+    assert not any(dags[d]["is_paused"] for d in DAG_IDS), "DAGs run unpaused in dev and test"
+    assert all(dags[d]["tags"] for d in DAG_IDS)
+
+
+def test_load_postgres_loads_what_the_stream_wrote(live: tuple[Settings, AirflowApi]) -> None:
+    settings, api = live
+    api.wait_for_dags(DAG_IDS)
+    summary = run_generator(
+        settings, "burst", "--count", "3000", "--seed", "71", "--tenants", TENANTS
+    )
+    wait_until_consumed(settings, summary["sent"])
+    run_id = api.trigger("load_postgres")
+    assert api.wait_for_run("load_postgres", run_id) == "success"
+    silver = DeltaTable(str(settings.lake_dir / "silver")).to_pyarrow_table()
+    lake = set(
+        zip(
+            silver.column("tenant_id").to_pylist(),
+            silver.column("event_id").to_pylist(),
+            strict=True,
+        )
+    )
+    with connect(settings) as conn:
+        loaded = set(conn.execute("SELECT tenant_id, event_id::text FROM events").fetchall())
+    assert loaded == lake and len(lake) > 2_000
+
+
+def test_stream_watchdog_fails_when_the_stream_stalls(live: tuple[Settings, AirflowApi]) -> None:
+    settings, api = live
+    api.wait_for_dags(DAG_IDS)
+    paths = StatePaths.under(settings.state_dir)
+    run_id = api.trigger("stream_watchdog")
+    assert api.wait_for_run("stream_watchdog", run_id) == "success", "a healthy stream passes"
+    supervisor.ctl(paths, "stop", "stream")
+    try:
+        run_generator(settings, "burst", "--count", "200", "--seed", "72", "--tenants", TENANTS)
+        with connect(settings, autocommit=True) as conn:
+            conn.execute("UPDATE stream_heartbeat SET updated_at = now() - interval '1 hour'")
+        run_id = api.trigger("stream_watchdog")
+        assert api.wait_for_run("stream_watchdog", run_id) == "failed"
+    finally:
+        supervisor.ctl(paths, "start", "stream")
