@@ -39,7 +39,7 @@ def stream_watchdog() -> None:
     def check_stream() -> dict[str, Any]:
         """Raise when the stream is unhealthy; return what was seen (shown as XCom)."""
         from include.settings import get_settings
-        from jobs.stream.health import check_stream
+        from include.stream_health import check_stream
 
         health = check_stream(get_settings())
         return {

@@ -15,7 +15,16 @@ def test_config_has_one_restarting_program_per_service(tmp_path: Path) -> None:
     parser = configparser.RawConfigParser()
     parser.read_string(text)
     programs = {s.removeprefix("program:") for s in parser.sections() if s.startswith("program:")}
-    assert programs == {"postgres", "pulsar", "generator", "stream"}
+    assert programs == {
+        "postgres",
+        "pulsar",
+        "generator",
+        "stream",
+        "airflow-api-server",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+    }
     for name in programs:
         assert parser.get(f"program:{name}", "autorestart") == "true"
         assert parser.get(f"program:{name}", "stopasgroup") == "true"
