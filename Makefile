@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON_SYSTEM) -m uv")
 
-.PHONY: help setup run stop status logs test test-unit test-integration check format \
+.PHONY: help setup browser run stop status logs test test-unit test-integration check format \
         generate bench-generator bench-stream reset clean
 
 help: ## List the targets
@@ -23,6 +23,16 @@ $(VENV)/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null || $(PYTHON_SYSTEM) -m uv --version >/dev/null 2>&1 || { echo "Installing uv (pip install --user uv)"; $(PYTHON_SYSTEM) -m pip install --quiet --user uv; }
 	$(UV) sync --frozen --python $(PYTHON_SYSTEM)
 	@touch $@
+
+# The browser test drives Debian's chromium (test tools cannot download their own browser here).
+BROWSER_PACKAGE := chromium
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then echo "Installing $(BROWSER_PACKAGE) (apt-get) for the browser test"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGE) >/dev/null \
+	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGE) >/dev/null; }; \
+	  elif command -v sudo >/dev/null; then sudo apt-get install -y -qq $(BROWSER_PACKAGE); \
+	  else echo "The browser test needs chromium: apt-get install -y $(BROWSER_PACKAGE) as root."; exit 1; fi; }
 
 setup: $(VENV)/.synced ## Create the virtual environment from the lock file
 
@@ -38,13 +48,13 @@ status: setup ## Show what runs
 logs: setup ## Follow the services' logs (SERVICE=postgres|pulsar|generator for one)
 	@$(PY) -m include.embedded logs $(SERVICE)
 
-test: setup ## Run every test (unit and integration; starts its own services)
+test: setup browser ## Run every test (unit and integration; starts its own services)
 	$(PY) -m pytest
 
 test-unit: setup ## Run the fast unit tests only
 	$(PY) -m pytest -m unit
 
-test-integration: setup ## Run the tests that start real services
+test-integration: setup browser ## Run the tests that start real services
 	$(PY) -m pytest -m integration
 
 check: setup ## Lint, format check and type check

@@ -4,13 +4,16 @@ DAGs driven through the REST API against real Spark, Delta tables and PostgreSQL
 
 from __future__ import annotations
 
+import shutil
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
 
 from include.db import connect
-from include.embedded import supervisor
+from include.embedded import airflow, supervisor
 from include.embedded.paths import StatePaths
 from include.settings import Settings
 from tests.airflow_api import AirflowApi
@@ -19,6 +22,8 @@ from tests.services import embedded_platform, run_generator
 
 DAG_IDS = {"load_postgres", "stream_watchdog"}
 TENANTS = "airflow_alpha,airflow_beta"
+# Screenshots of the browser test, kept after the run (not committed).
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +80,57 @@ def test_stream_watchdog_fails_when_the_stream_stalls(live: tuple[Settings, Airf
         assert api.wait_for_run("stream_watchdog", run_id) == "failed"
     finally:
         supervisor.ctl(paths, "start", "stream")
+
+
+def test_an_operator_triggers_load_postgres_in_the_ui_and_sees_it_succeed(
+    live: tuple[Settings, AirflowApi],
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    settings, api = live
+    api.wait_for_dags(DAG_IDS)
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian chromium is missing: `make setup` installs it"
+    base = api.base_url
+    password = airflow.ui_password(StatePaths.under(settings.state_dir))
+    before = {r["dag_run_id"] for r in api.get("/dags/load_postgres/dagRuns")["dag_runs"]}
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{base}/")
+            page.get_by_label("Username").fill(airflow.UI_USER)
+            page.get_by_label("Password").fill(password)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(lambda url: "/auth/login" not in url, timeout=30_000)
+
+            page.goto(f"{base}/dags")
+            for dag_id in DAG_IDS:
+                page.get_by_text(dag_id, exact=True).first.wait_for(timeout=30_000)
+
+            page.goto(f"{base}/dags/load_postgres")
+            page.get_by_role("button", name="Trigger").click()
+            dialog = page.get_by_role("dialog")
+            dialog.get_by_role("button", name="Trigger").click()
+
+            run_id = _new_manual_run(api, before)
+            assert api.wait_for_run("load_postgres", run_id) == "success"
+            page.goto(f"{base}/dags/load_postgres/runs")
+            row = page.get_by_role("row").filter(has_text=run_id)
+            row.wait_for(timeout=30_000)
+            assert "success" in row.inner_text().lower()
+            page.screenshot(path=str(ARTIFACTS / "airflow_load_postgres_run.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def _new_manual_run(api: AirflowApi, before: set[str], timeout_s: float = 30) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = api.get("/dags/load_postgres/dagRuns?run_type=manual")["dag_runs"]
+        new = [r["dag_run_id"] for r in runs if r["dag_run_id"] not in before]
+        if new:
+            return str(new[0])
+        time.sleep(1)
+    raise AssertionError("clicking Trigger in the UI started no run")
