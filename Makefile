@@ -12,7 +12,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON_SYSTEM) -m uv")
 
 .PHONY: help setup browser run stop status logs test test-unit test-integration check format \
-        generate bench-generator bench-stream reset clean
+        generate bench-generator bench-stream bench-load reset clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -75,6 +75,9 @@ bench-generator: setup ## Measure the generator's burst rate into pulsar-lite (o
 
 bench-stream: setup ## Measure sustained Pulsar-to-silver events/s of the streaming job (own services)
 	$(PY) -m tests.bench.bench_stream
+
+bench-load: setup ## Measure load_postgres rows/s against a row-by-row INSERT baseline (own services)
+	$(PY) -m tests.bench.bench_load
 
 reset: stop ## Stop and delete all local data (the state directory)
 	@state=$${LAKEHOUSE_STATE_DIR:-.lakehouse}; echo "Deleting $$state"; rm -rf "$$state"

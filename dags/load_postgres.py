@@ -49,6 +49,7 @@ with DAG(
         application=job_path("load", "job.py"),
         conn_id="spark_default",
         name="lakehouse-load",
+        application_args=["load"],
         driver_memory=settings.spark_driver_memory,
         outlets=[EVENTS_TABLE, EVENT_ITEMS_TABLE],
     )

@@ -99,6 +99,18 @@ class Settings(BaseSettings):
     load_schedule: str = Field(
         "* * * * *", description="Cron schedule of the load_postgres DAG (UTC)."
     )
+    pg_retention_months: int = Field(
+        24, ge=1, description="maintain_postgres drops analytics partitions older than this."
+    )
+    pg_partitions_ahead: int = Field(
+        2, ge=0, description="maintain_postgres creates this many coming monthly partitions."
+    )
+    lake_hot_days: int = Field(
+        30, ge=1, description="archive_lake moves lake partitions older than this many days."
+    )
+    lake_vacuum_retention_hours: int = Field(
+        168, ge=0, description="archive_lake vacuums unreferenced Delta files older than this."
+    )
     watchdog_stale_seconds: float = Field(
         180.0,
         gt=0,
@@ -137,6 +149,11 @@ class Settings(BaseSettings):
     def lake_dir(self) -> Path:
         """Root folder of the Delta tables."""
         return self.state_dir.expanduser().resolve() / "lake"
+
+    @property
+    def archive_dir(self) -> Path:
+        """Root folder of the Parquet archive of old lake partitions."""
+        return self.state_dir.expanduser().resolve() / "archive"
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -70,9 +70,9 @@ class AirflowApi:
                 return dags
             time.sleep(3)
 
-    def trigger(self, dag_id: str) -> str:
-        """Start a run of ``dag_id`` now; return its run id."""
-        run = self.post(f"/dags/{dag_id}/dagRuns", {"logical_date": None})
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        """Start a run of ``dag_id`` now (with params ``conf``); return its run id."""
+        run = self.post(f"/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
         return str(run["dag_run_id"])
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout_s: float = 300) -> str:

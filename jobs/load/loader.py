@@ -33,7 +33,7 @@ from psycopg import sql
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as sf
 
-from include.lake.changes import AddedFile, added_since, current_version
+from include.lake.changes import added_since, current_version
 from include.settings import Settings
 from include.warehouse.partitions import Month, ensure_partitions
 from include.warehouse.tables import AnalyticsTable
@@ -43,13 +43,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LoadPlan:
-    """What one load of ``table`` reads: the files added after ``from_version``."""
+    """What one load of ``table`` reads: Parquet ``files`` under ``base_dir`` (whose Hive-style
+    folders carry the partition columns). A watermark load reads the files its source gained
+    after ``from_version`` and moves the watermark to ``to_version``; a replay has no versions
+    and leaves the watermark alone."""
 
     table: AnalyticsTable
+    base_dir: Path
     from_version: int | None
     to_version: int | None
-    files: list[AddedFile] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def is_replay(self) -> bool:
+        """Whether this load leaves the watermark alone."""
+        return self.to_version is None
 
 
 @dataclass(frozen=True)
@@ -87,17 +96,20 @@ def plan_load(conn: psycopg.Connection, lake_dir: Path, table: AnalyticsTable) -
     watermark = None if row is None else int(row[0])
     source = lake_dir / table.source
     latest = current_version(source)
-    if latest is None or (watermark is not None and latest <= watermark):
-        return LoadPlan(table, watermark, latest if latest is not None else watermark)
-    return LoadPlan(table, watermark, latest, added_since(source, watermark, latest))
+    if latest is None:
+        return LoadPlan(table, source, watermark, watermark)
+    if watermark is not None and latest <= watermark:
+        return LoadPlan(table, source, watermark, latest)
+    files = [added.path for added in added_since(source, watermark, latest)]
+    return LoadPlan(table, source, watermark, latest, files)
 
 
-def _read(spark: SparkSession, lake_dir: Path, plan: LoadPlan) -> DataFrame:
+def _read(spark: SparkSession, plan: LoadPlan) -> DataFrame:
     """The planned files as a frame with exactly the table's columns, in its order."""
     frame = (
-        spark.read.option("basePath", str(lake_dir / plan.table.source))
+        spark.read.option("basePath", str(plan.base_dir))
         .option("mergeSchema", "true")
-        .parquet(*[str(f.path) for f in plan.files])
+        .parquet(*[str(path) for path in plan.files])
     )
     present = set(frame.columns)
     columns = []
@@ -143,7 +155,7 @@ def stage(spark: SparkSession, settings: Settings, conn: psycopg.Connection, pla
     conn.commit()
     if not plan.files:
         return 0
-    frame = _read(spark, settings.lake_dir, plan)
+    frame = _read(spark, plan)
     counts = frame.mapInArrow(
         _copier(settings.pg_dsn, staging, plan.table.columns), "rows long"
     ).collect()
@@ -167,7 +179,7 @@ def commit(conn: psycopg.Connection, plan: LoadPlan, staged: int) -> int:
                 sql.Identifier(table.name), columns, columns, sql.Identifier(staging)
             )
         ).rowcount
-        if plan.to_version is not None:
+        if not plan.is_replay:
             conn.execute(
                 "INSERT INTO load_watermarks (target, source_table, delta_version, rows_loaded) "
                 "VALUES (%s, %s, %s, %s) ON CONFLICT (target) DO UPDATE SET "

@@ -20,7 +20,7 @@ from tests.airflow_api import AirflowApi
 from tests.integration.stream_fixtures import wait_until_consumed
 from tests.services import embedded_platform, run_generator
 
-DAG_IDS = {"load_postgres", "stream_watchdog"}
+DAG_IDS = {"load_postgres", "maintain_postgres", "stream_watchdog"}
 TENANTS = "airflow_alpha,airflow_beta"
 # Screenshots of the browser test, kept after the run (not committed).
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -134,3 +134,94 @@ def _new_manual_run(api: AirflowApi, before: set[str], timeout_s: float = 30) ->
             return str(new[0])
         time.sleep(1)
     raise AssertionError("clicking Trigger in the UI started no run")
+
+
+def test_maintain_postgres_vacuums_and_rotates_partitions(
+    live: tuple[Settings, AirflowApi],
+) -> None:
+    from datetime import UTC, datetime
+
+    from include.warehouse.partitions import Month, ensure_partitions, partitions_of
+
+    settings, api = live
+    api.wait_for_dags({"maintain_postgres"})
+    today = Month.of(datetime.now(UTC).date())
+    expired = Month(today.year - 5, 1)
+    with connect(settings) as conn:
+        ensure_partitions(conn, "events", {expired})
+        conn.commit()
+        started = conn.execute("SELECT now()").fetchone()
+    run_id = api.trigger("maintain_postgres")
+    assert api.wait_for_run("maintain_postgres", run_id) == "success"
+    with connect(settings) as conn:
+        months = set(partitions_of(conn, "events").values())
+        items_months = set(partitions_of(conn, "event_items").values())
+        vacuumed = conn.execute(
+            "SELECT min(last_vacuum), min(last_analyze) FROM pg_stat_user_tables "
+            "WHERE relname ~ '^(events|event_items)_p'"
+        ).fetchone()
+    assert expired not in months, "a partition past retention was dropped"
+    coming = {today, today.next(), today.next().next()}
+    assert coming <= months and coming <= items_months
+    assert started is not None and vacuumed is not None
+    assert vacuumed[0] is not None and vacuumed[0] >= started[0], "every partition was vacuumed"
+    assert vacuumed[1] is not None and vacuumed[1] >= started[0]
+
+
+def _rows(
+    settings: Settings, tenant: str
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    from include.warehouse.tables import EVENT_ITEMS, EVENTS
+
+    with connect(settings) as conn:
+        events = conn.execute(
+            f"SELECT {', '.join(EVENTS.columns)} FROM events WHERE tenant_id = %s "
+            "ORDER BY event_id",
+            (tenant,),
+        ).fetchall()
+        items = conn.execute(
+            f"SELECT {', '.join(EVENT_ITEMS.columns)} FROM event_items WHERE tenant_id = %s "
+            "ORDER BY event_id, line_number",
+            (tenant,),
+        ).fetchall()
+    return events, items
+
+
+def test_archive_then_replay_rebuilds_postgres_exactly(live: tuple[Settings, AirflowApi]) -> None:
+    settings, api = live
+    api.wait_for_dags({"archive_lake", "replay", "load_postgres"})
+    tenant = "airflow_old"
+    summary = run_generator(
+        settings, "burst", "--count", "1500", "--seed", "73", "--tenants", tenant,
+        "--start-time", "2026-09-01T08:00:00+00:00",
+    )  # fmt: skip
+    with connect(settings) as conn:
+        row = conn.execute("SELECT coalesce(sum(input_rows), 0) FROM stream_batches").fetchone()
+    assert row is not None
+    wait_until_consumed(settings, int(row[0]) + summary["sent"])
+    assert api.wait_for_run("load_postgres", api.trigger("load_postgres")) == "success"
+    loaded = _rows(settings, tenant)
+    assert len(loaded[0]) > 1_000 and loaded[1], "the old tenant's events reached PostgreSQL"
+
+    assert api.wait_for_run("archive_lake", api.trigger("archive_lake")) == "success"
+    for table in ("bronze", "silver", "event_items"):
+        rows = DeltaTable(str(settings.lake_dir / table)).to_pyarrow_table(
+            partitions=[("tenant_id", "=", tenant)]
+        )
+        assert rows.num_rows == 0, f"{table} still holds the archived partitions"
+        manifests = list(
+            (settings.archive_dir / table / "_manifest").glob(f"tenant_id={tenant}__*")
+        )
+        assert manifests, f"{table} has no manifest for the archived partitions"
+
+    with connect(settings, autocommit=True) as conn:  # PostgreSQL lost that tenant's rows
+        conn.execute("DELETE FROM events WHERE tenant_id = %s", (tenant,))
+        conn.execute("DELETE FROM event_items WHERE tenant_id = %s", (tenant,))
+    conf = {
+        "tenant": tenant,
+        "date_from": "2026-08-01",
+        "date_to": "2026-10-31",
+        "source": "archive",
+    }
+    assert api.wait_for_run("replay", api.trigger("replay", conf)) == "success"
+    assert _rows(settings, tenant) == loaded

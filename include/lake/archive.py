@@ -1,0 +1,192 @@
+"""Archiving old lake partitions to Parquet, verified before anything is deleted.
+
+For each partition of a Delta table whose date is older than the hot retention:
+
+1. read its rows at one table version ``V``;
+2. write them to ``<archive>/<table>/<col>=<value>/.../part-00000.parquet`` (zstd), through a
+   temporary file and an atomic rename;
+3. read the file back: the row count must equal what was read, and its SHA-256 is recorded in a
+   manifest (``<archive>/<table>/_manifest/<partition>.json``) with the count and ``V``;
+4. only then delete the partition from the Delta table **at version V**: the delete removes
+   exactly the files the archive was made from, so late events appended to that partition
+   meanwhile stay in the lake and are archived by the next run.
+
+Re-running is safe: a partition archived before is archived again (the file is replaced by the
+same rows plus any late ones) and deleted again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+from deltalake import DeltaTable
+
+log = logging.getLogger(__name__)
+
+# Partition columns of each lake table: (identity column(s)..., date column last).
+PARTITIONING: dict[str, tuple[str, ...]] = {
+    "bronze": ("tenant_id", "event_date"),
+    "silver": ("tenant_id", "event_date"),
+    "event_items": ("tenant_id", "event_date"),
+    "quarantine": ("topic_tenant", "ingest_date"),
+}
+ARCHIVE_FILE = "part-00000.parquet"
+
+
+class ArchiveVerificationError(RuntimeError):
+    """An archived file does not hold what was written: nothing was deleted."""
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """What the archive holds for one partition."""
+
+    table: str
+    partition: dict[str, str]
+    file: str
+    rows: int
+    sha256: str
+    delta_version: int
+    archived_at: str
+
+
+def partition_path(partition: dict[str, str], columns: Iterable[str]) -> str:
+    """``tenant_id=acme/event_date=2026-11-20`` (Hive style, in ``columns`` order)."""
+    return "/".join(f"{c}={partition[c]}" for c in columns)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def old_partitions(
+    table: DeltaTable, columns: tuple[str, ...], before: date
+) -> list[dict[str, str]]:
+    """Partitions of ``table`` whose date (the last partition column) is before ``before``."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    seen: set[tuple[str, ...]] = set()
+    for row in actions.select([f"partition.{c}" for c in columns]).to_pylist():
+        values = tuple(str(row[f"partition.{c}"]) for c in columns)
+        if date.fromisoformat(values[-1]) < before:
+            seen.add(values)
+    return [dict(zip(columns, values, strict=True)) for values in sorted(seen)]
+
+
+def _filters(partition: dict[str, str]) -> list[tuple[str, str, str]]:
+    return [(column, "=", value) for column, value in partition.items()]
+
+
+def _predicate(partition: dict[str, str]) -> str:
+    # Partition values are validated ids and ISO dates: nothing to escape, but refuse quotes.
+    for value in partition.values():
+        if "'" in value:
+            raise ValueError(f"unexpected quote in partition value {value!r}")
+    return " AND ".join(f"{column} = '{value}'" for column, value in partition.items())
+
+
+def archive_partition(
+    table: DeltaTable, name: str, partition: dict[str, str], archive_dir: Path
+) -> ManifestEntry:
+    """Write one partition (at ``table``'s loaded version) to the archive and verify it."""
+    columns = PARTITIONING[name]
+    rows = table.to_pyarrow_table(partitions=_filters(partition))
+    # Partition columns live in the path, as in the lake.
+    data = rows.drop_columns([c for c in columns if c in rows.column_names])
+    folder = archive_dir / name / partition_path(partition, columns)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / ARCHIVE_FILE
+    temporary = folder / f".{ARCHIVE_FILE}.tmp"
+    pq.write_table(data, temporary, compression="zstd")
+    temporary.replace(target)
+    written = pq.ParquetFile(target).metadata.num_rows
+    if written != rows.num_rows:
+        raise ArchiveVerificationError(
+            f"{target} holds {written} rows, {rows.num_rows} were written: nothing deleted"
+        )
+    entry = ManifestEntry(
+        table=name,
+        partition=partition,
+        file=str(target.relative_to(archive_dir)),
+        rows=rows.num_rows,
+        sha256=_sha256(target),
+        delta_version=table.version(),
+        archived_at=datetime.now(UTC).isoformat(),
+    )
+    manifest = (
+        archive_dir
+        / name
+        / "_manifest"
+        / (partition_path(partition, columns).replace("/", "__") + ".json")
+    )
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_bytes(orjson.dumps(asdict(entry), option=orjson.OPT_INDENT_2))
+    return entry
+
+
+def verify(entry: ManifestEntry, archive_dir: Path) -> None:
+    """Check an archived file against its manifest entry (row count and checksum)."""
+    path = archive_dir / entry.file
+    if not path.exists():
+        raise ArchiveVerificationError(f"{path} is missing")
+    rows = pq.ParquetFile(path).metadata.num_rows
+    if rows != entry.rows:
+        raise ArchiveVerificationError(f"{path}: {rows} rows, the manifest says {entry.rows}")
+    if _sha256(path) != entry.sha256:
+        raise ArchiveVerificationError(f"{path}: checksum differs from the manifest")
+
+
+def archive_old_partitions(
+    lake_dir: Path, name: str, archive_dir: Path, before: date
+) -> list[ManifestEntry]:
+    """Archive, verify and then delete from the lake every partition of ``name`` dated before
+    ``before``; return the manifest entries of the partitions moved."""
+    uri = str(lake_dir / name)
+    if not DeltaTable.is_deltatable(uri):
+        return []
+    moved = []
+    for partition in old_partitions(DeltaTable(uri), PARTITIONING[name], before):
+        # One snapshot for reading and deleting each partition: see the module docstring.
+        table = DeltaTable(uri)
+        entry = archive_partition(table, name, partition, archive_dir)
+        verify(entry, archive_dir)
+        table.delete(_predicate(partition))
+        log.info(
+            "partition archived",
+            extra={"table": name, "partition": partition, "rows": entry.rows},
+        )
+        moved.append(entry)
+    return moved
+
+
+def maintain(lake_dir: Path, name: str, vacuum_retention_hours: int) -> dict[str, object]:
+    """Compact small files, write a checkpoint, clean up the expired log and vacuum."""
+    uri = str(lake_dir / name)
+    if not DeltaTable.is_deltatable(uri):
+        return {}
+    table = DeltaTable(uri)
+    compacted = table.optimize.compact()
+    table = DeltaTable(uri)
+    table.create_checkpoint()
+    table.cleanup_metadata()
+    # delta-rs only lists what it would delete unless dry_run=False.
+    removed = table.vacuum(
+        retention_hours=vacuum_retention_hours, dry_run=False, enforce_retention_duration=False
+    )
+    return {
+        "files_added": compacted.get("numFilesAdded"),
+        "files_removed": compacted.get("numFilesRemoved"),
+        "vacuumed_files": len(removed),
+        "version": DeltaTable(uri).version(),
+    }
