@@ -191,13 +191,13 @@ def test_archive_then_replay_rebuilds_postgres_exactly(live: tuple[Settings, Air
     settings, api = live
     api.wait_for_dags({"archive_lake", "replay", "load_postgres"})
     tenant = "airflow_old"
+    with connect(settings) as conn:
+        row = conn.execute("SELECT coalesce(sum(input_rows), 0) FROM stream_batches").fetchone()
+    assert row is not None
     summary = run_generator(
         settings, "burst", "--count", "1500", "--seed", "73", "--tenants", tenant,
         "--start-time", "2026-09-01T08:00:00+00:00",
     )  # fmt: skip
-    with connect(settings) as conn:
-        row = conn.execute("SELECT coalesce(sum(input_rows), 0) FROM stream_batches").fetchone()
-    assert row is not None
     wait_until_consumed(settings, int(row[0]) + summary["sent"])
     assert api.wait_for_run("load_postgres", api.trigger("load_postgres")) == "success"
     loaded = _rows(settings, tenant)
