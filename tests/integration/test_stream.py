@@ -90,7 +90,10 @@ def test_a_batch_left_out_of_delta_with_a_lost_checkpoint_is_completed(
     # The job dies right after a batch's PostgreSQL commit, before any Delta append...
     publish_mix(settings, merchants, 1_000, seed=42, reference=reference)
 
-    def crash(*_args: object, **_kwargs: object) -> bool:
+    def crash(sink: LakeSink, name: str, data: object, batch_id: int, partition_by: object) -> bool:
+        committed = sink.committed_version(name)
+        if committed is not None and committed >= batch_id:
+            return False  # a replay of a finished batch (a stop can precede its commit log)
         raise RuntimeError("injected crash between the PostgreSQL and the Delta commits")
 
     with monkeypatch.context() as patch:
