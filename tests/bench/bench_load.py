@@ -105,8 +105,13 @@ def run_load(settings: Settings) -> tuple[list[dict[str, Any]], float]:
     wall = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"load failed:\n{result.stderr[-4000:]}")
+    for line in (result.stdout + result.stderr).splitlines():
+        if '"load timings"' in line:
+            print(line, file=sys.stderr)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    return [orjson.loads(line) for line in lines], wall
+    summaries = [orjson.loads(line) for line in lines]
+    # Log lines are JSON too; the summaries are the lines without a log message.
+    return [s for s in summaries if "inserted_rows" in s and "message" not in s], wall
 
 
 def baseline(settings: Settings) -> float:
