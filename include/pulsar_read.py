@@ -106,7 +106,7 @@ def read_range(
     *,
     receiver_queue_size: int = READER_QUEUE_SIZE,
     read_timeout_ms: int = 1_000,
-    max_stalls: int = 10,
+    max_stalls: int = 30,
 ) -> Iterator[pulsar.Message]:
     """Yield each message of ``topic`` after ``after`` (exclusive) up to ``until`` (inclusive)
     exactly once, in order; raise ``StalledReadError`` after ``max_stalls`` timed-out reads in a

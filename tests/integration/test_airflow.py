@@ -29,8 +29,11 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 @pytest.fixture(scope="module")
 def live() -> Iterator[tuple[Settings, AirflowApi]]:
     """The platform with the stream and Airflow running, and a logged-in API client."""
+    # Runs are triggered by the tests: a minute schedule would queue them behind its own runs.
     with embedded_platform(
-        apps=("stream", *supervisor.AIRFLOW_APPS), stream_trigger_seconds=1.0
+        apps=("stream", *supervisor.AIRFLOW_APPS),
+        stream_trigger_seconds=1.0,
+        load_schedule="0 0 1 1 *",
     ) as settings:
         yield settings, AirflowApi.login(settings)
 

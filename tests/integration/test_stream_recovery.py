@@ -76,7 +76,11 @@ def test_sigkill_at_random_moments_changes_nothing() -> None:
                     start=datetime(2026, 11, 21, 8, 0, tzinfo=UTC),
                 )
                 tenants.append("recov_late")
-        wait_until_consumed(settings, reference.published, timeout_s=300)
+        try:
+            wait_until_consumed(settings, reference.published, timeout_s=420)
+        except AssertionError as error:
+            log = (paths.logs / "stream.log").read_text()
+            raise AssertionError(f"{error}; the stream's log ends with:\n{log[-8000:]}") from error
         restarted = {p.name: p.pid for p in supervisor.process_info(paths)}["stream"]
         assert restarted not in killed
         assert_end_state(settings, reference, tenants)
