@@ -8,7 +8,8 @@ Parquet archive, then keeps every Delta table healthy.
    partition is written to `<state>/archive/<table>/<partition>/part-00000.parquet` (zstd) with
    a manifest entry (row count, SHA-256, Delta version); the file is read back and checked
    against the manifest, and **only then** is the partition deleted from the Delta table, at
-   the version that was archived (late rows appended meanwhile stay, and go next time).
+   the version that was archived (if late rows were appended meanwhile, that delete is refused
+   and the retry archives them too).
 2. **maintain** (per table): `optimize` compaction, a checkpoint, expired log cleanup, and
    `vacuum` of files unreferenced for `LAKEHOUSE_LAKE_VACUUM_RETENTION_HOURS`.
 

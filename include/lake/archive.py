@@ -7,9 +7,10 @@ For each partition of a Delta table whose date is older than the hot retention:
    temporary file and an atomic rename;
 3. read the file back: the row count must equal what was read, and its SHA-256 is recorded in a
    manifest (``<archive>/<table>/_manifest/<partition>.json``) with the count and ``V``;
-4. only then delete the partition from the Delta table **at version V**: the delete removes
-   exactly the files the archive was made from, so late events appended to that partition
-   meanwhile stay in the lake and are archived by the next run.
+4. only then delete the partition from the Delta table **at version V**. If late events were
+   appended to that partition after ``V``, delta-rs refuses the delete's commit (a concurrent
+   transaction added data the delete would cover): nothing is deleted, the task fails and its
+   retry archives the partition again, late rows included.
 
 Re-running is safe: a partition archived before is archived again (the file is replaced by the
 same rows plus any late ones) and deleted again.

@@ -209,7 +209,7 @@ def test_archive_then_replay_rebuilds_postgres_exactly(live: tuple[Settings, Air
     assert api.wait_for_run("archive_lake", api.trigger("archive_lake")) == "success"
     for table in ("bronze", "silver", "event_items"):
         rows = DeltaTable(str(settings.lake_dir / table)).to_pyarrow_table(
-            partitions=[("tenant_id", "=", tenant)]
+            filters=[("tenant_id", "=", tenant)]
         )
         assert rows.num_rows == 0, f"{table} still holds the archived partitions"
         manifests = list(
