@@ -1,22 +1,23 @@
-"""Pulsar clients whose own log lines go through Python logging (JSON on stderr), not stdout.
+"""Pulsar clients whose own log lines go to stderr, never to stdout.
 
 The C++ client's ``ConsoleLogger`` writes to stdout, which broke CLIs whose stdout carries a
-JSON summary (the generator under load).
+JSON summary (the generator under load). A Python ``logging.Logger`` is no better: the client's
+background threads call into Python while the interpreter shuts down, and the process dies with
+SIGABRT ("terminate called without an active exception"), seen once in CI. ``FileLogger`` on
+stderr keeps the C++ client's logging in C++.
 """
 
 from __future__ import annotations
 
-import logging
-
 import pulsar
 
-_LOGGER = logging.getLogger("pulsar")
-# The client logs every connect and lookup at INFO: only warnings are worth a line.
-_LOGGER.setLevel(logging.WARNING)
+_STDERR = "/dev/stderr"
 
 
 def pulsar_client(service_url: str, operation_timeout_seconds: int = 30) -> pulsar.Client:
-    """A client for ``service_url`` that logs warnings and errors through ``logging``."""
+    """A client for ``service_url`` that logs warnings and errors to stderr."""
     return pulsar.Client(
-        service_url, operation_timeout_seconds=operation_timeout_seconds, logger=_LOGGER
+        service_url,
+        operation_timeout_seconds=operation_timeout_seconds,
+        logger=pulsar.FileLogger(pulsar.LoggerLevel.Warn, _STDERR),
     )
