@@ -23,7 +23,10 @@ from tests.integration.stream_fixtures import (
     run_stream_until_consumed,
 )
 
+# Each test streams its own tenants: topics outlive a test in the shared broker, and a new
+# checkpoint would read another test's messages again.
 TENANTS = ["load_alpha", "load_beta"]
+CRASH_TENANTS = ["crash_alpha", "crash_beta"]
 
 
 @pytest.fixture
@@ -63,10 +66,17 @@ def _warehouse_rows(settings: Settings) -> tuple[dict[tuple[str, str], tuple[obj
     return {(t, e): (a, c) for t, e, a, c in rows}, int(items[0])
 
 
-def _stream(spark: SparkSession, settings: Settings, count: int, seed: int, ref: Reference) -> None:
-    merchants = register(settings, TENANTS)
+def _stream(
+    spark: SparkSession,
+    settings: Settings,
+    count: int,
+    seed: int,
+    ref: Reference,
+    tenants: list[str] = TENANTS,
+) -> None:
+    merchants = register(settings, tenants)
     publish_mix(settings, merchants, count, seed=seed, reference=ref)
-    topics = [topic_for(t, settings.topic_template) for t in TENANTS]
+    topics = [topic_for(t, settings.topic_template) for t in tenants]
     run_stream_until_consumed(spark, settings, topics, ref)
 
 
@@ -103,9 +113,9 @@ def test_a_load_interrupted_between_copy_and_commit_is_completed_by_the_next_run
 ) -> None:
     settings = load_settings
     reference = Reference()
-    _stream(spark, settings, 2_000, seed=61, ref=reference)
+    _stream(spark, settings, 2_000, seed=61, ref=reference, tenants=CRASH_TENANTS)
     load_table(spark, settings, EVENTS)
-    _stream(spark, settings, 1_500, seed=62, ref=reference)
+    _stream(spark, settings, 1_500, seed=62, ref=reference, tenants=CRASH_TENANTS)
 
     # The load dies after its executors COPied into staging, before the commit.
     with psycopg.connect(settings.pg_dsn) as conn:
