@@ -10,12 +10,14 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_ADMIN_TOKEN = "admin-token"  # noqa: S105 - the documented dev credential, refused outside dev
 DEV_PG_PASSWORD = "lakehouse-dev"  # noqa: S105 - the documented dev credential, refused outside dev
+DEV_API_PG_PASSWORD = "lakehouse-api-dev"  # noqa: S105 - the documented dev credential, refused outside dev
 
 
 class Settings(BaseSettings):
@@ -120,12 +122,55 @@ class Settings(BaseSettings):
         600.0, gt=0, description="stream_watchdog fails when the last batch's lag exceeds this."
     )
 
+    api_host: str = Field("127.0.0.1", description="Address the analytics API listens on.")
+    api_port: int = Field(8000, description="Port of the analytics API.")
+    api_pg_password: SecretStr = Field(
+        SecretStr(DEV_API_PG_PASSWORD),
+        description="Password of the API's PostgreSQL role `lakehouse_api` (dev default refused "
+        "outside dev).",
+    )
+    api_pool_size: int = Field(10, gt=0, description="PostgreSQL connections of the API.")
+    api_rate_limit_per_minute: int = Field(
+        1200, gt=0, description="Requests per minute one API token may make (429 beyond)."
+    )
+    api_max_page_size: int = Field(
+        1000, gt=0, description="Largest `limit` of `GET /events` (default page: 100)."
+    )
+    api_max_buckets: int = Field(
+        2000, gt=0, description="Most buckets one `GET /metrics` may return."
+    )
+    api_max_range_days: int = Field(
+        400, gt=0, description="Longest time range (days) of one API query."
+    )
+    api_max_request_bytes: int = Field(
+        65_536, gt=0, description="Largest request body the API accepts (413 beyond)."
+    )
+    api_heartbeat_max_age_seconds: float = Field(
+        300.0, gt=0, description="`/ready` fails when the stream's heartbeat is older than this."
+    )
+    anomaly_z_threshold: float = Field(
+        3.5, gt=0, description="Robust z-score at or above which an hourly value is an anomaly."
+    )
+    anomaly_baseline_hours: int = Field(
+        168, ge=6, description="Trailing hours the hourly anomaly detector compares against."
+    )
+    airflow_api_password: SecretStr | None = Field(
+        None,
+        description="Password of the Airflow user `admin` the API triggers erasures as; the "
+        "embedded platform's generated one if unset.",
+    )
+
     @model_validator(mode="after")
     def _refuse_dev_defaults_outside_dev(self) -> Settings:
         if self.env != "dev":
             if self.admin_token.get_secret_value() == DEV_ADMIN_TOKEN:
                 raise ValueError(
                     "LAKEHOUSE_ADMIN_TOKEN still has the dev default; set a secret value "
+                    f"when LAKEHOUSE_ENV={self.env}"
+                )
+            if self.api_pg_password.get_secret_value() == DEV_API_PG_PASSWORD:
+                raise ValueError(
+                    "LAKEHOUSE_API_PG_PASSWORD still has the dev default; set a secret value "
                     f"when LAKEHOUSE_ENV={self.env}"
                 )
             if self.pg_password.get_secret_value() == DEV_PG_PASSWORD:
@@ -144,6 +189,20 @@ class Settings(BaseSettings):
             f"host={self.pg_host} port={self.pg_port} dbname={self.pg_database} "
             f"user={self.pg_user} password={self.pg_password.get_secret_value()}"
         )
+
+    @property
+    def api_pg_dsn(self) -> str:
+        """asyncpg/libpq URL of the API's role ``lakehouse_api`` (password included)."""
+        password = quote(self.api_pg_password.get_secret_value(), safe="")
+        return (
+            f"postgresql://lakehouse_api:{password}@{self.pg_host}:{self.pg_port}/"
+            f"{quote(self.pg_database, safe='')}"
+        )
+
+    @property
+    def airflow_url(self) -> str:
+        """Base URL of the Airflow UI and REST API."""
+        return f"http://127.0.0.1:{self.airflow_port}"
 
     @property
     def lake_dir(self) -> Path:

@@ -89,7 +89,7 @@ def airflow_env(settings: Settings, paths: StatePaths) -> dict[str, str]:
     """The environment of every Airflow process (and of ``airflow`` commands)."""
     keys = ensure_secrets(paths)
     home = airflow_home(paths)
-    api = f"http://127.0.0.1:{settings.airflow_port}"
+    api = settings.airflow_url
     env = {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),

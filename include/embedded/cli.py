@@ -19,6 +19,7 @@ from include.embedded.paths import StatePaths
 from include.log import configure_logging
 from include.settings import Settings, get_settings
 from include.sql.migrate import apply_migrations
+from include.sql.roles import enable_api_role
 
 log = logging.getLogger("lakehouse.embedded")
 # STOPPED is a program nobody started (e.g. `up --without generator`), not a failure.
@@ -77,6 +78,7 @@ def up(settings: Settings, *, apps: tuple[str, ...] = supervisor.APPS) -> None:
     postgres.ensure_database(settings)
     with connect(settings) as conn:
         applied = apply_migrations(conn)
+        enable_api_role(conn, settings)
     log.info("migrations", extra={"applied_now": applied})
     wait_for_port(*broker.broker_address(settings), timeout_s=60)
     if any(app in supervisor.AIRFLOW_APPS for app in apps):
@@ -113,7 +115,10 @@ def _print_summary(settings: Settings) -> None:
         f"{', '.join(settings.demo_tenants)}\n"
         f"  Airflow      http://localhost:{settings.airflow_port}   login: {airflow.UI_USER} / "
         f"{airflow.ui_password(paths)}\n"
-        f"  Admin token  {settings.admin_token.get_secret_value()}   (dev only)\n"
+        f"  API          http://localhost:{settings.api_port}/docs   admin token: "
+        f"{settings.admin_token.get_secret_value()}"
+        + ("   tenant tokens: <tenant_id>-token (dev only)" if settings.env == "dev" else "")
+        + "\n"
         f"  State        {paths.root}   logs: {paths.logs}\n"
         "\n  make status   what runs     make logs   follow the logs     make stop   stop it all\n"
     )

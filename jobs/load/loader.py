@@ -8,7 +8,8 @@ and replays of a table never overlap, because they share its staging table):
 2. **stage**: Spark reads those files and its executors ``COPY`` the rows into the unlogged
    staging table, which the step empties first;
 3. **commit**: one transaction creates the monthly partitions the rows need, inserts the staged
-   rows with ``ON CONFLICT DO NOTHING`` on the table's key, and moves the watermark.
+   rows with ``ON CONFLICT DO NOTHING`` on the table's key (skipping erased customers' rows),
+   refreshes the ``session_slots`` rollup, and moves the watermark.
 
 A crash before step 3 commits leaves the watermark where it was: the next load stages the same
 files again (into an emptied staging table). A crash after it leaves nothing to redo. Rows
@@ -36,8 +37,10 @@ from pyspark.sql import functions as sf
 
 from include.lake.changes import added_since, current_version
 from include.settings import Settings
+from include.warehouse.erasure import ERASED_ROWS
 from include.warehouse.partitions import Month, ensure_partitions
-from include.warehouse.tables import AnalyticsTable
+from include.warehouse.rollups import SESSION_SLOTS_UPSERT
+from include.warehouse.tables import EVENTS, AnalyticsTable
 
 log = logging.getLogger(__name__)
 
@@ -182,11 +185,15 @@ def commit(conn: psycopg.Connection, plan: LoadPlan, staged: int) -> int:
             )
         ).fetchall()
         ensure_partitions(conn, table.name, {Month.of(m) for (m,) in months})
+        keep = sql.SQL("NOT " + ERASED_ROWS[table.name])
         inserted = conn.execute(
-            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
-                sql.Identifier(table.name), columns, columns, sql.Identifier(staging)
-            )
+            sql.SQL(
+                "INSERT INTO {} ({}) SELECT {} FROM {} s WHERE {} ON CONFLICT DO NOTHING"
+            ).format(sql.Identifier(table.name), columns, columns, sql.Identifier(staging), keep)
         ).rowcount
+        if table.name == EVENTS.name:
+            # Idempotent (an OR of flags), so a rerun over rows already loaded changes nothing.
+            conn.execute(sql.SQL(SESSION_SLOTS_UPSERT).format(keep=keep))
         if not plan.is_replay:
             conn.execute(
                 "INSERT INTO load_watermarks (target, source_table, delta_version, rows_loaded) "

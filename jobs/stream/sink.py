@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,12 @@ class LakeSink:
         return self._offsets
 
     def _write_postgres(
-        self, valid: pa.Table, batch_id: int, table: pa.Table, quarantined: int, started: float
+        self,
+        valid: pa.Table,
+        batch_id: int,
+        table: pa.Table,
+        quarantined: pa.Table,
+        started: float,
     ) -> tuple[bool, int]:
         """Count the batch's new events once; return (already committed, new event count)."""
         with psycopg.connect(self.dsn) as conn:
@@ -166,9 +171,15 @@ class LakeSink:
                         table.num_rows,
                         valid.num_rows,
                         new_events[0],
-                        quarantined,
+                        quarantined.num_rows,
                         orjson.dumps(offsets).decode(),
                     ),
+                )
+                conn.cursor().executemany(
+                    "INSERT INTO stream_quarantine_counts AS q (tenant_id, day, reason, messages) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT (tenant_id, day, reason) DO UPDATE SET "
+                    "messages = q.messages + excluded.messages, updated_at = now()",
+                    quarantine_counts(quarantined),
                 )
                 elapsed = max(time.monotonic() - started, 1e-6)
                 conn.execute(
@@ -227,9 +238,7 @@ class LakeSink:
             valid_all.column("tenant_id").to_pylist(), valid_all.column("event_id").to_pylist()
         )
         valid = valid_all.take(pa.array(keep, type=pa.int64()))
-        skipped_pg, new_events = self._write_postgres(
-            valid, batch_id, table, quarantined.num_rows, started
-        )
+        skipped_pg, new_events = self._write_postgres(valid, batch_id, table, quarantined, started)
         skipped: list[str] = []
         if not self._append(BRONZE, _bronze(valid_all), batch_id, ["tenant_id", "event_date"]):
             skipped.append(BRONZE)
@@ -303,6 +312,30 @@ def _metric_rows(valid: pa.Table) -> list[tuple[Any, ...]]:
         sum(line["quantity"] for line in lines or []) for lines in valid.column("items").to_pylist()
     ]
     return list(zip(tenants, events, types, minutes, amounts, items, strict=True))
+
+
+def quarantine_counts(quarantined: pa.Table) -> list[tuple[str, date, str, int]]:
+    """(tenant, ingest day, reason, messages) of a batch's quarantined rows.
+
+    A message on a topic that is no tenant's is counted under the tenant ``unknown``.
+    """
+    if quarantined.num_rows == 0:
+        return []
+    grouped = (
+        pa.table(
+            {
+                "tenant_id": pc.fill_null(quarantined.column("topic_tenant"), "unknown"),
+                "day": pc.cast(quarantined.column("ingest_time"), pa.date32()),
+                "reason": quarantined.column("reason"),
+            }
+        )
+        .group_by(["tenant_id", "day", "reason"])
+        .aggregate([([], "count_all")])
+    )
+    return [
+        (row["tenant_id"], row["day"], row["reason"], row["count_all"])
+        for row in grouped.to_pylist()
+    ]
 
 
 def _event_date(table: pa.Table) -> pa.Array:
