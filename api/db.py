@@ -11,7 +11,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-
 from typing import TypeAlias
 
 import asyncpg
@@ -19,19 +18,19 @@ from asyncpg.pool import PoolConnectionProxy
 
 from include.settings import Settings
 
-Conn: TypeAlias = PoolConnectionProxy[asyncpg.Record]
+Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 
 log = logging.getLogger("lakehouse.api.db")
 
 # Errors that mean "the database is not reachable now", as opposed to a bad query.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.InterfaceError,
     asyncio.TimeoutError,
 )
-_RETRY_CONNECT: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncpg.InvalidPasswordError)
+_RETRY_CONNECT: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, asyncpg.InvalidPasswordError)
 
 
 class DatabaseUnavailableError(RuntimeError):

@@ -36,6 +36,8 @@ def isolated_settings(state_dir: Path, **overrides: object) -> Settings:
         "pulsar_metrics_addr": f"127.0.0.1:{free_port()}",
         "stream_metrics_addr": f"127.0.0.1:{free_port()}",
         "airflow_port": free_port(),
+        "api_port": free_port(),
+        "api_pg_password": secrets.token_urlsafe(16),
         "pg_password": secrets.token_urlsafe(16),
         "admin_token": secrets.token_urlsafe(16),
         "generator_rate": 200.0,

@@ -36,6 +36,7 @@ def _check_ports_free(settings: Settings) -> None:
         ("pulsar-lite metrics", metrics_host, int(metrics_port), "LAKEHOUSE_PULSAR_METRICS_ADDR"),
         ("stream metrics", stream_host, int(stream_port), "LAKEHOUSE_STREAM_METRICS_ADDR"),
         ("the Airflow UI", "127.0.0.1", settings.airflow_port, "LAKEHOUSE_AIRFLOW_PORT"),
+        ("the analytics API", settings.api_host, settings.api_port, "LAKEHOUSE_API_PORT"),
     ]
     for what, host, port, variable in wanted:
         if port_in_use(host, port):

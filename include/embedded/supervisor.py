@@ -25,7 +25,7 @@ from include.settings import Settings
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Programs started by `up` once the services are ready (autostart is off for them).
 AIRFLOW_APPS = tuple(airflow.PROGRAMS)
-APPS = ("stream", "generator", *AIRFLOW_APPS)
+APPS = ("stream", "api", "generator", *AIRFLOW_APPS)
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,14 @@ def programs(settings: Settings, paths: StatePaths, pg_bindir: Path) -> list[Pro
             stopwaitsecs=60,
             startsecs=5,
             env={"PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(REPO_ROOT)},
+        ),
+        Program(
+            "api",
+            [sys.executable, "-m", "api"],
+            autostart=False,
+            priority=750,
+            stopwaitsecs=20,
+            env={"PYTHONPATH": str(REPO_ROOT)},
         ),
         Program("generator", generator, autostart=False, priority=900),
         *(

@@ -64,7 +64,8 @@ def partition_path(partition: dict[str, str], columns: Iterable[str]) -> str:
     return "/".join(f"{c}={partition[c]}" for c in columns)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes (what a manifest entry records)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -121,19 +122,32 @@ def archive_partition(
         partition=partition,
         file=str(target.relative_to(archive_dir)),
         rows=rows.num_rows,
-        sha256=_sha256(target),
+        sha256=file_sha256(target),
         delta_version=table.version(),
         archived_at=datetime.now(UTC).isoformat(),
     )
-    manifest = (
-        archive_dir
-        / name
-        / "_manifest"
-        / (partition_path(partition, columns).replace("/", "__") + ".json")
-    )
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    manifest.write_bytes(orjson.dumps(asdict(entry), option=orjson.OPT_INDENT_2))
+    write_manifest(entry, archive_dir)
     return entry
+
+
+def manifest_path(archive_dir: Path, name: str, partition: dict[str, str]) -> Path:
+    """``<archive>/<table>/_manifest/tenant_id=acme__event_date=2026-11-20.json``."""
+    flat = partition_path(partition, PARTITIONING[name]).replace("/", "__")
+    return archive_dir / name / "_manifest" / f"{flat}.json"
+
+
+def write_manifest(entry: ManifestEntry, archive_dir: Path) -> None:
+    """Write (or replace) the manifest entry of one partition, through an atomic rename."""
+    path = manifest_path(archive_dir, entry.table, entry.partition)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(orjson.dumps(asdict(entry), option=orjson.OPT_INDENT_2))
+    temporary.replace(path)
+
+
+def read_manifest(path: Path) -> ManifestEntry:
+    """The manifest entry stored at ``path``."""
+    return ManifestEntry(**orjson.loads(path.read_bytes()))
 
 
 def verify(entry: ManifestEntry, archive_dir: Path) -> None:
@@ -144,7 +158,7 @@ def verify(entry: ManifestEntry, archive_dir: Path) -> None:
     rows = pq.ParquetFile(path).metadata.num_rows
     if rows != entry.rows:
         raise ArchiveVerificationError(f"{path}: {rows} rows, the manifest says {entry.rows}")
-    if _sha256(path) != entry.sha256:
+    if file_sha256(path) != entry.sha256:
         raise ArchiveVerificationError(f"{path}: checksum differs from the manifest")
 
 

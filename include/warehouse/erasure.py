@@ -1,8 +1,30 @@
-"""GDPR erasure on the PostgreSQL side: what loads must skip once a customer is erased."""
+"""GDPR erasure on the PostgreSQL side: what loads must skip once a customer is erased, and
+the steps of an erasure request after the API's part (the ``erase_customer`` DAG runs them as
+the schema owner, so row-level security does not apply).
+
+A request's life: the API deletes the customer's PostgreSQL rows and inserts the request
+(``lake_pending``); ``mark_running`` (``lake_running``); the lake erasure
+(``include.lake.erasure``); ``complete`` (``completed``, the customer id forgotten) or ``fail``
+(``failed``, the customer id kept for a retry).
+"""
 
 from __future__ import annotations
 
-from include.privacy import CUSTOMER_HASH_SQL
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+import psycopg
+from psycopg.pq import TransactionStatus
+
+from include.privacy import CUSTOMER_HASH_SQL, customer_hash
+
+if TYPE_CHECKING:
+    # Only a type here: the loader and the API import this module without the lake libraries.
+    from include.lake.erasure import LakeErasure
+
+log = logging.getLogger(__name__)
 
 # Staged rows (alias ``s``) that belong to an erased customer; loads and replays skip them, so
 # erased data never comes back from the lake or the archive.
@@ -16,3 +38,170 @@ ERASED_ROWS: dict[str, str] = {
         "e.event_id = s.event_id)"
     ),
 }
+
+
+class ErasureRequestError(LookupError):
+    """An erasure request that cannot run: unknown, or already completed."""
+
+
+@dataclass(frozen=True)
+class ErasureTarget:
+    """Whom a running erasure request erases."""
+
+    tenant_id: str
+    customer_id: str
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """PostgreSQL rows ``complete`` deleted (a load between the API's delete and the lake's)."""
+
+    events: int
+    event_items: int
+    session_slots: int
+
+    @property
+    def rows(self) -> int:
+        """All rows the sweep deleted."""
+        return self.events + self.event_items + self.session_slots
+
+
+def _require_idle(conn: psycopg.Connection) -> None:
+    # conn.transaction() inside an open transaction is only a savepoint, and nothing would be
+    # committed when it ends: these steps must commit on their own.
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        raise RuntimeError("erasure steps need a connection with no transaction open")
+
+
+def mark_running(conn: psycopg.Connection, request_id: UUID) -> ErasureTarget:
+    """Set request ``request_id`` to ``lake_running`` and return whom it erases (committed).
+
+    Raises ``ErasureRequestError`` if the request is unknown or already completed (its
+    customer id is gone then). A ``failed`` request runs again.
+    """
+    _require_idle(conn)
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT tenant_id, customer_id, status FROM erasure_requests WHERE request_id = %s "
+            "FOR UPDATE",
+            (request_id,),
+        ).fetchone()
+        if row is None:
+            raise ErasureRequestError(f"no erasure request {request_id}")
+        tenant_id, customer_id, status = row
+        if customer_id is None:
+            raise ErasureRequestError(
+                f"erasure request {request_id} is {status} and no longer holds a customer id"
+            )
+        conn.execute(
+            "UPDATE erasure_requests SET status = 'lake_running', detail = NULL, "
+            "updated_at = now() WHERE request_id = %s",
+            (request_id,),
+        )
+    log.info(
+        "erasure request running", extra={"request_id": str(request_id), "tenant_id": tenant_id}
+    )
+    return ErasureTarget(tenant_id=tenant_id, customer_id=customer_id)
+
+
+_SWEEP_EVENTS = f"""
+    WITH gone AS (
+        DELETE FROM events AS s
+        WHERE s.tenant_id = %(tenant)s AND {ERASED_ROWS["events"]}
+        RETURNING s.event_id
+    ), recorded AS (
+        INSERT INTO erased_events (tenant_id, event_id)
+        SELECT DISTINCT %(tenant)s, event_id FROM gone
+        ON CONFLICT DO NOTHING
+    )
+    SELECT count(*) FROM gone
+"""
+
+
+def complete(conn: psycopg.Connection, request_id: UUID, lake: LakeErasure) -> Sweep:
+    """Finish request ``request_id`` after the lake erasure, in one transaction.
+
+    Records the lake's event ids in ``erased_events``; sweeps PostgreSQL again, because a load
+    may have inserted the customer's rows between the API's delete and the lake erasure (the
+    tenant's ``events`` of every erased customer, by hash; ``event_items`` of every erased
+    event; the customer's ``session_slots``); then sets the request ``completed`` with the
+    lake and archive row counts, adds the swept rows to ``postgres_rows``, and forgets the
+    customer id (only its hash stays).
+    """
+    _require_idle(conn)
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT tenant_id, customer_id, customer_hash FROM erasure_requests "
+            "WHERE request_id = %s FOR UPDATE",
+            (request_id,),
+        ).fetchone()
+        if row is None:
+            raise ErasureRequestError(f"no erasure request {request_id}")
+        tenant_id, customer_id, hashed = row
+        if customer_id is None:
+            raise ErasureRequestError(f"erasure request {request_id} is already completed")
+        if bytes(hashed) != customer_hash(customer_id):
+            raise ErasureRequestError(f"erasure request {request_id}: hash and id disagree")
+        # The API inserted it; a request written by other means still must stop future loads.
+        conn.execute(
+            "INSERT INTO erased_customers (tenant_id, customer_hash) VALUES (%s, %s) "
+            "ON CONFLICT DO NOTHING",
+            (tenant_id, hashed),
+        )
+        conn.execute(
+            "INSERT INTO erased_events (tenant_id, event_id) "
+            "SELECT %s, unnest(%s::uuid[]) ON CONFLICT DO NOTHING",
+            (tenant_id, list(lake.event_ids)),
+        )
+        events = _count(conn.execute(_SWEEP_EVENTS, {"tenant": tenant_id}).fetchone())
+        items = conn.execute(
+            f"DELETE FROM event_items AS s WHERE s.tenant_id = %s AND {ERASED_ROWS['event_items']}",
+            (tenant_id,),
+        ).rowcount
+        slots = conn.execute(
+            "DELETE FROM session_slots WHERE tenant_id = %s AND customer_id = %s",
+            (tenant_id, customer_id),
+        ).rowcount
+        sweep = Sweep(events=events, event_items=items, session_slots=slots)
+        conn.execute(
+            "UPDATE erasure_requests SET status = 'completed', customer_id = NULL, detail = NULL, "
+            "postgres_rows = postgres_rows + %s, lake_rows = %s, archive_rows = %s, "
+            "completed_at = now(), updated_at = now() WHERE request_id = %s",
+            (sweep.rows, lake.lake_rows, lake.archive_rows, request_id),
+        )
+    log.info(
+        "erasure request completed",
+        extra={
+            "request_id": str(request_id),
+            "tenant_id": tenant_id,
+            "lake_rows": lake.lake_rows,
+            "archive_rows": lake.archive_rows,
+            "swept_events": sweep.events,
+            "swept_event_items": sweep.event_items,
+            "swept_session_slots": sweep.session_slots,
+        },
+    )
+    return sweep
+
+
+def fail(conn: psycopg.Connection, request_id: UUID, detail: str) -> None:
+    """Set request ``request_id`` to ``failed`` with ``detail`` (committed).
+
+    The customer id stays, so a new run of the DAG can retry; a completed request is left
+    as it is.
+    """
+    _require_idle(conn)
+    with conn.transaction():
+        conn.execute(
+            "UPDATE erasure_requests SET status = 'failed', detail = %s, updated_at = now() "
+            "WHERE request_id = %s AND status <> 'completed'",
+            (detail[:2000], request_id),
+        )
+    log.warning("erasure request failed", extra={"request_id": str(request_id)})
+
+
+def _count(row: tuple[object, ...] | None) -> int:
+    assert row is not None
+    value = row[0]
+    assert isinstance(value, int)
+    return value

@@ -59,6 +59,7 @@ def test_platform_lifecycle(capsys: object) -> None:
             "pulsar": "RUNNING",
             "generator": "RUNNING",
             "stream": "STOPPED",
+            "api": "STOPPED",
             **{name: "STOPPED" for name in supervisor.AIRFLOW_APPS},
         }
         assert cli.status(settings) == 0

@@ -1,0 +1,28 @@
+"""``python -m api``: serve the analytics API with uvicorn (what ``make run`` supervises)."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from api.main import create_app
+from include.log import configure_logging
+from include.settings import get_settings
+
+
+def main() -> None:
+    """Serve on the configured host and port, logging JSON lines."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        access_log=False,  # RequestObserver logs one JSON line per request instead
+        log_config=None,
+        proxy_headers=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()
