@@ -3,7 +3,9 @@
 What goes, for ``(tenant, customer id)``:
 
 - **silver**: the rows whose ``customer_customer_id`` is the customer; their ``event_id``s
-  (from the lake and from archived silver files) identify everything else;
+  (from the lake and from archived silver files) identify everything else. Every Delta delete
+  names rows by event id (or quarantine message id), never by customer id: delta-rs writes a
+  delete's predicate in clear into the commit's ``commitInfo`` in the Delta log;
 - **event_items** and **bronze**: the rows of those events (bronze keeps the raw payload, and
   one row per duplicate delivery, all with the same event id);
 - **quarantine**: messages on the tenant's topic whose raw payload names the customer id as a
@@ -24,10 +26,10 @@ What this does **not** remove at once:
   ``archive_lake``'s maintenance vacuums files unreferenced for
   ``LAKEHOUSE_LAKE_VACUUM_RETENTION_HOURS`` (168 by default), so the erased rows physically leave
   the lake that long after the erasure.
-- The Delta log keeps per-file column statistics (min/max of the first columns, which include
+- The Delta log keeps per-file column statistics (min/max of the first 32 columns, which include
   ``customer_customer_id``) in the commits that added the old files, until the log's retention
   (``delta.logRetentionDuration``, 30 days by default) lets maintenance's ``cleanup_metadata``
-  expire them.
+  expire them (after a checkpoint).
 - A message published on *another* tenant's topic (quarantined as ``tenant_mismatch``) stays:
   customer ids are per tenant, so the same id on another topic is another person.
 """
@@ -209,7 +211,8 @@ def _customer_events(
 
 # -- The Delta tables ------------------------------------------------------------------------
 def _erase_events(lake_dir: Path, name: str, tenant_id: str, events: dict[str, str]) -> int:
-    """Delete the rows of ``events`` from ``name`` (event_items or bronze)."""
+    """Delete the rows of ``events`` (``event_id -> event_date``) from silver, bronze or
+    event_items."""
     table = _table(lake_dir, name)
     if table is None or not events:
         return 0
@@ -280,24 +283,6 @@ def _erase_quarantine(lake_dir: Path, tenant_id: str, pattern: str) -> int:
             )
             deleted += _delete(lake_dir, QUARANTINE, predicate, expected)
     return deleted
-
-
-def _erase_silver(lake_dir: Path, tenant_id: str, customer_id: str) -> int:
-    table = _table(lake_dir, SILVER)
-    if table is None:
-        return 0
-    present = (
-        _tenant_rows(table, SILVER, tenant_id)
-        .to_table(columns=["event_id"], filter=pc.field("customer_customer_id") == customer_id)
-        .num_rows
-    )
-    if present == 0:
-        return 0
-    predicate = (
-        f"tenant_id = {_sql_literal(tenant_id)} "
-        f"AND customer_customer_id = {_sql_literal(customer_id)}"
-    )
-    return _delete(lake_dir, SILVER, predicate, present)
 
 
 # -- The archive -----------------------------------------------------------------------------
@@ -397,7 +382,7 @@ def erase_customer_from_lake(
     archive_rows += _rewrite_archive(
         archive_dir, SILVER, tenant_id, ["customer_customer_id"], _customer_mask(customer_id)
     )
-    silver_rows = _erase_silver(lake_dir, tenant_id, customer_id)
+    silver_rows = _erase_events(lake_dir, SILVER, tenant_id, events)
     result = LakeErasure(
         silver_rows=silver_rows,
         bronze_rows=bronze_rows,

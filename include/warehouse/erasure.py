@@ -44,6 +44,14 @@ class ErasureRequestError(LookupError):
     """An erasure request that cannot run: unknown, or already completed."""
 
 
+class UnknownErasureRequestError(ErasureRequestError):
+    """No erasure request has this id."""
+
+
+class ErasureAlreadyCompletedError(ErasureRequestError):
+    """The request completed before: its customer id is gone, there is nothing left to run."""
+
+
 @dataclass(frozen=True)
 class ErasureTarget:
     """Whom a running erasure request erases."""
@@ -76,23 +84,28 @@ def _require_idle(conn: psycopg.Connection) -> None:
 def mark_running(conn: psycopg.Connection, request_id: UUID) -> ErasureTarget:
     """Set request ``request_id`` to ``lake_running`` and return whom it erases (committed).
 
-    Raises ``ErasureRequestError`` if the request is unknown or already completed (its
-    customer id is gone then). A ``failed`` request runs again.
+    Raises ``UnknownErasureRequestError`` for an unknown request and
+    ``ErasureAlreadyCompletedError`` for a completed one (its customer id is gone then). A
+    ``failed`` request runs again.
     """
     _require_idle(conn)
     with conn.transaction():
         row = conn.execute(
-            "SELECT tenant_id, customer_id, status FROM erasure_requests WHERE request_id = %s "
-            "FOR UPDATE",
+            "SELECT tenant_id, customer_id, customer_hash, status FROM erasure_requests "
+            "WHERE request_id = %s FOR UPDATE",
             (request_id,),
         ).fetchone()
         if row is None:
-            raise ErasureRequestError(f"no erasure request {request_id}")
-        tenant_id, customer_id, status = row
+            raise UnknownErasureRequestError(f"no erasure request {request_id}")
+        tenant_id, customer_id, hashed, status = row
         if customer_id is None:
-            raise ErasureRequestError(
+            raise ErasureAlreadyCompletedError(
                 f"erasure request {request_id} is {status} and no longer holds a customer id"
             )
+        # Loads skip customers by this hash: a request whose hash and id disagree would erase
+        # the lake and let PostgreSQL take the customer back. Refuse before touching anything.
+        if bytes(hashed) != customer_hash(customer_id):
+            raise ErasureRequestError(f"erasure request {request_id}: hash and id disagree")
         conn.execute(
             "UPDATE erasure_requests SET status = 'lake_running', detail = NULL, "
             "updated_at = now() WHERE request_id = %s",
@@ -136,10 +149,10 @@ def complete(conn: psycopg.Connection, request_id: UUID, lake: LakeErasure) -> S
             (request_id,),
         ).fetchone()
         if row is None:
-            raise ErasureRequestError(f"no erasure request {request_id}")
+            raise UnknownErasureRequestError(f"no erasure request {request_id}")
         tenant_id, customer_id, hashed = row
         if customer_id is None:
-            raise ErasureRequestError(f"erasure request {request_id} is already completed")
+            raise ErasureAlreadyCompletedError(f"erasure request {request_id} is already completed")
         if bytes(hashed) != customer_hash(customer_id):
             raise ErasureRequestError(f"erasure request {request_id}: hash and id disagree")
         # The API inserted it; a request written by other means still must stop future loads.

@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
-EXPECTED = {"archive_lake", "load_postgres", "maintain_postgres", "replay", "stream_watchdog"}
+EXPECTED = {
+    "archive_lake",
+    "erase_customer",
+    "load_postgres",
+    "maintain_postgres",
+    "replay",
+    "stream_watchdog",
+}
 
 
 class ParseTimeIOError(AssertionError):
