@@ -10,6 +10,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -100,6 +101,15 @@ async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _bad_value(request: Request, exc: Exception) -> JSONResponse:
+    # PostgreSQL refused a value the models let through (class 22: data exception).
+    log.warning(
+        "value refused by the database",
+        extra={"request_id": getattr(request.state, "request_id", None), "error": repr(exc)},
+    )
+    return problem_response(request, 422, "a value of the request is not acceptable")
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error(
         "unhandled error",
@@ -117,4 +127,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(DatabaseUnavailableError, _unavailable)
     for error in CONNECTION_ERRORS:
         app.add_exception_handler(error, _unavailable)
+    app.add_exception_handler(asyncpg.DataError, _bad_value)
     app.add_exception_handler(Exception, _unexpected)

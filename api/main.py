@@ -14,8 +14,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors
+from api import errors, openapi
 from api.context import AppContext
+from api.models import PROBLEM_RESPONSES
 from api.observability import RequestObserver
 from api.routes import anomalies, erasure, events, health, metrics, tenants, usage
 from api.seed import seed_tokens
@@ -23,7 +24,7 @@ from include.settings import Settings
 
 log = logging.getLogger("lakehouse.api")
 USAGE_FLUSH_S = 5.0
-ERASURE_RETRY_S = 15.0
+ERASURE_RETRY_S = 20.0
 
 DESCRIPTION = """
 Tenant-scoped analytics of the lakehouse. Every call needs `Authorization: Bearer <token>`:
@@ -56,7 +57,7 @@ async def _retry_erasures(ctx: AppContext) -> None:
     async with ctx.db.platform() as conn:
         pending = await conn.fetch(
             "SELECT request_id FROM erasure_requests WHERE status = 'lake_pending' "
-            "AND dag_run_id IS NULL AND requested_at < now() - interval '10 seconds'"
+            "AND dag_run_id IS NULL AND updated_at < now() - interval '60 seconds'"
         )
     for row in pending:
         await erasure.trigger_lake_erasure(ctx, row["request_id"])
@@ -92,9 +93,11 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        responses=PROBLEM_RESPONSES,
     )
     app.state.ctx = ctx
     errors.install(app)
+    openapi.install(app)
     for module in (metrics, events, anomalies, usage, tenants, erasure, health):
         app.include_router(module.router)
     app.add_middleware(

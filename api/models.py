@@ -6,13 +6,16 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from api.security import Role
 
 TenantIdText = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{2,62}$")]
+# Free text stored in PostgreSQL: no control characters (PostgreSQL text cannot hold NUL).
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+Label = Annotated[str, StringConstraints(max_length=200, pattern=_NO_CONTROL)]
 
 
 class Granularity(StrEnum):
@@ -206,7 +209,10 @@ class TenantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tenant_id: TenantIdText
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+    name: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=200, strip_whitespace=True, pattern=_NO_CONTROL),
+    ]
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 
 
@@ -234,7 +240,7 @@ class TokenCreate(BaseModel):
 
     role: Role = Role.TENANT
     expires_at: AwareDatetime | None = None
-    name: Annotated[str, StringConstraints(max_length=200)] = ""
+    name: Label = ""
 
 
 class TokenOut(_Out):
@@ -291,3 +297,42 @@ class Health(_Out):
 
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class ProblemDetail(BaseModel):
+    """An error (RFC 9457 problem details), served as ``application/problem+json``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str
+    request_id: str | None = None
+    errors: list[dict[str, Any]] | None = Field(
+        None, description="Validation errors (422): location, message and type of each."
+    )
+    checks: dict[str, str] | None = Field(None, description="Failed readiness checks (503).")
+
+
+_ERROR_STATUSES = {
+    400: "Bad request",
+    401: "Missing, unknown, expired or revoked token",
+    403: "The token may not do this (wrong role or tenant)",
+    404: "Not found",
+    409: "Conflict",
+    413: "Request body too large",
+    422: "Invalid parameters",
+    429: "Rate limit reached (see Retry-After)",
+    500: "Internal error",
+    503: "Database unreachable or not ready (see Retry-After)",
+}
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {
+        "model": ProblemDetail,
+        "description": description,
+        "content": {"application/problem+json": {}},
+    }
+    for status, description in _ERROR_STATUSES.items()
+}

@@ -62,10 +62,14 @@ async def trigger_lake_erasure(ctx: Ctx, request_id: uuid.UUID) -> None:
     """Start the lake and archive erasure in Airflow; on failure a retry loop tries again."""
     try:
         run_id = await ctx.airflow.trigger(ERASE_DAG, {"request_id": str(request_id)})
-    except Exception as exc:
+    except Exception as exc:  # any failure leaves the request pending, to be retried
         log.warning(
             "erasure not triggered yet", extra={"request_id": str(request_id), "error": repr(exc)}
         )
+        async with ctx.db.platform() as conn:  # the retry loop waits a while before the next try
+            await conn.execute(
+                "UPDATE erasure_requests SET updated_at = now() WHERE request_id = $1", request_id
+            )
         return
     async with ctx.db.platform() as conn:
         await conn.execute(

@@ -43,6 +43,8 @@ class Reference:
     item_rows: Counter[str] = field(default_factory=Counter)
     quarantine: Counter[tuple[str, str]] = field(default_factory=Counter)
     minutes: dict[tuple[str, datetime, str], list[Any]] = field(default_factory=dict)
+    # Every distinct valid event as published, per tenant (for API reference answers).
+    events: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     published: int = 0
 
     def add_valid(self, tenant: str, payload: bytes, duplicate: bool) -> None:
@@ -51,6 +53,7 @@ class Reference:
         if duplicate or body["event_id"] in self.silver_ids[tenant]:
             return
         self.silver_ids[tenant].add(body["event_id"])
+        self.events[tenant].append(body)
         self.item_rows[tenant] += len(body["items"])
         event_time = datetime.fromisoformat(body["event_time"]).astimezone(UTC)
         minute = event_time.replace(second=0, microsecond=0)
