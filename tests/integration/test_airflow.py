@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from deltalake import DeltaTable
 
@@ -30,8 +33,11 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 def live() -> Iterator[tuple[Settings, AirflowApi]]:
     """The platform with the stream and Airflow running, and a logged-in API client."""
     # Runs are triggered by the tests: a minute schedule would queue them behind its own runs.
+    # env=dev, as under `make run`: the API seeds a dev token per demo tenant.
     with embedded_platform(
-        apps=("stream", *supervisor.AIRFLOW_APPS),
+        apps=("stream", "api", *supervisor.AIRFLOW_APPS),
+        env="dev",
+        demo_tenants=TENANTS.split(","),
         stream_trigger_seconds=1.0,
         load_schedule="0 0 1 1 *",
     ) as settings:
@@ -228,3 +234,109 @@ def test_archive_then_replay_rebuilds_postgres_exactly(live: tuple[Settings, Air
     }
     assert api.wait_for_run("replay", api.trigger("replay", conf)) == "success"
     assert _rows(settings, tenant) == loaded
+
+
+def _api(settings: Settings, method: str, path: str, token: str, **params: Any) -> httpx.Response:
+    return httpx.request(
+        method,
+        f"http://127.0.0.1:{settings.api_port}{path}",
+        params=params,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+
+
+def _api_ready(settings: Settings, token: str) -> None:
+    deadline = time.monotonic() + 60
+    while _api(settings, "GET", "/usage", token).status_code != 200:
+        assert time.monotonic() < deadline, "the supervised API never accepted the dev token"
+        time.sleep(1)
+
+
+def test_live_metrics_move_as_the_generator_publishes(live: tuple[Settings, AirflowApi]) -> None:
+    settings, _api_client = live
+    tenant = TENANTS.split(",")[0]
+    token = f"{tenant}-token"  # the documented dev token
+    _api_ready(settings, token)
+    window = {"start": "2026-11-01T00:00:00Z", "end": "2026-12-01T00:00:00Z"}
+
+    def events_now() -> int:
+        response = _api(settings, "GET", "/metrics", token, granularity="day", **window)
+        assert response.status_code == 200, response.text
+        return int(response.json()["totals"]["events"])
+
+    before = events_now()
+    with connect(settings) as conn:
+        row = conn.execute("SELECT coalesce(sum(input_rows), 0) FROM stream_batches").fetchone()
+    assert row is not None
+    summary = run_generator(
+        settings, "burst", "--count", "400", "--seed", "75", "--tenants", tenant,
+        "--start-time", "2026-11-20T10:00:00+00:00", "--late-share", "0",
+    )  # fmt: skip
+    wait_until_consumed(settings, int(row[0]) + summary["sent"])
+    valid = summary["per_tenant"][tenant]["valid"]
+    assert events_now() == before + valid > before
+    other = _api(settings, "GET", "/metrics", token, tenant_id=TENANTS.split(",")[1], **window)
+    assert other.status_code == 403
+
+
+def test_erasure_reaches_the_lake_through_airflow_and_a_replay_does_not_bring_it_back(
+    live: tuple[Settings, AirflowApi],
+) -> None:
+    settings, api = live
+    api.wait_for_dags({"erase_customer", "replay", "load_postgres"})
+    tenant = TENANTS.split(",")[1]
+    _api_ready(settings, f"{tenant}-token")
+    with connect(settings) as conn:
+        row = conn.execute("SELECT coalesce(sum(input_rows), 0) FROM stream_batches").fetchone()
+    assert row is not None
+    summary = run_generator(
+        settings, "burst", "--count", "600", "--seed", "76", "--tenants", tenant,
+        "--start-time", "2026-11-21T10:00:00+00:00", "--late-share", "0",
+    )  # fmt: skip
+    wait_until_consumed(settings, int(row[0]) + summary["sent"])
+    assert api.wait_for_run("load_postgres", api.trigger("load_postgres")) == "success"
+    silver = DeltaTable(str(settings.lake_dir / "silver")).to_pyarrow_table(
+        filters=[("tenant_id", "=", tenant)]
+    )
+    customers = Counter(silver.column("customer_customer_id").to_pylist())
+    customer, count = customers.most_common(1)[0]
+    assert count >= 2
+
+    response = _api(
+        settings, "DELETE", f"/tenants/{tenant}/customers/{customer}", f"{tenant}-token"
+    )
+    assert response.status_code == 202, response.text
+    request_id = response.json()["request_id"]
+    deadline = time.monotonic() + 300
+    while True:
+        status = _api(settings, "GET", f"/erasures/{request_id}", f"{tenant}-token").json()
+        if status["status"] in ("completed", "failed") or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert status["status"] == "completed", status
+    assert status["dag_run_id"] and status["lake_rows"] >= count
+
+    def customer_rows() -> tuple[int, int]:
+        lake = DeltaTable(str(settings.lake_dir / "silver")).to_pyarrow_table(
+            filters=[("tenant_id", "=", tenant), ("customer_customer_id", "=", customer)]
+        )
+        with connect(settings) as conn:
+            pg = conn.execute(
+                "SELECT count(*) FROM events WHERE tenant_id = %s AND customer_customer_id = %s",
+                (tenant, customer),
+            ).fetchone()
+        assert pg is not None
+        return lake.num_rows, int(pg[0])
+
+    assert customer_rows() == (0, 0)
+    conf = {"tenant": tenant, "date_from": "2026-11-01", "date_to": "2026-11-30", "source": "delta"}
+    with connect(settings, autocommit=True) as conn:  # PostgreSQL lost the tenant: replay it
+        conn.execute("DELETE FROM events WHERE tenant_id = %s", (tenant,))
+    assert api.wait_for_run("replay", api.trigger("replay", conf)) == "success"
+    assert customer_rows() == (0, 0)
+    with connect(settings) as conn:
+        back = conn.execute(
+            "SELECT count(*) FROM events WHERE tenant_id = %s", (tenant,)
+        ).fetchone()
+    assert back is not None and back[0] >= len(silver) - count > 0

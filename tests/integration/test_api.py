@@ -563,5 +563,6 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=tmp_path,  # its example database and reports stay out of the checkout
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

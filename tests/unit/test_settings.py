@@ -33,12 +33,18 @@ def test_dev_admin_token_is_refused_outside_dev(env: str) -> None:
 
 def test_dev_pg_password_is_refused_outside_dev() -> None:
     with pytest.raises(ValidationError, match="LAKEHOUSE_PG_PASSWORD"):
-        Settings(env="prod", admin_token="s3cret-token")
+        Settings(env="prod", admin_token="s3cret-token", api_pg_password="s3cret-api")
+
+
+def test_dev_api_role_password_is_refused_outside_dev() -> None:
+    with pytest.raises(ValidationError, match="LAKEHOUSE_API_PG_PASSWORD"):
+        Settings(env="prod", admin_token="s3cret-token", pg_password="pw")
 
 
 def test_real_secrets_are_accepted_outside_dev() -> None:
-    settings = Settings(env="prod", admin_token="t0ken", pg_password="pw")
+    settings = Settings(env="prod", admin_token="t0ken", pg_password="pw", api_pg_password="ap")
     assert settings.admin_token.get_secret_value() == "t0ken"
+    assert "lakehouse_api:ap@" in settings.api_pg_dsn
 
 
 def test_environment_variables_with_prefix_are_read(monkeypatch: pytest.MonkeyPatch) -> None:

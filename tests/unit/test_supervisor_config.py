@@ -20,6 +20,7 @@ def test_config_has_one_restarting_program_per_service(tmp_path: Path) -> None:
         "pulsar",
         "generator",
         "stream",
+        "api",
         "airflow-api-server",
         "airflow-scheduler",
         "airflow-dag-processor",
