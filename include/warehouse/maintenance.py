@@ -22,6 +22,7 @@ class Rotation:
 
     created: dict[str, list[str]]
     dropped: dict[str, list[str]]
+    session_slots_deleted: int = 0
 
 
 def months_back(month: Month, count: int) -> Month:
@@ -47,16 +48,21 @@ def rotate_partitions(
         for table in ANALYTICS_TABLES:
             created[table.name] = ensure_partitions(conn, table.name, coming)
             dropped[table.name] = drop_partitions_before(conn, table.name, keep_from)
-    return Rotation(created, dropped)
+        # The rollup of the events follows the events' retention.
+        slots = conn.execute(
+            "DELETE FROM session_slots WHERE slot < %s",
+            (date(keep_from.year, keep_from.month, 1),),
+        ).rowcount
+    return Rotation(created, dropped, slots)
 
 
 def vacuum_analyze(dsn: str) -> list[str]:
-    """``VACUUM (ANALYZE)`` every analytics table (outside a transaction, as VACUUM needs)."""
+    """``VACUUM (ANALYZE)`` the analytics tables and their rollup (outside a transaction)."""
     done = []
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for table in ANALYTICS_TABLES:
-            conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(table.name)))
-            done.append(table.name)
+        for name in [*(table.name for table in ANALYTICS_TABLES), "session_slots"]:
+            conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(name)))
+            done.append(name)
     return done
 
 
