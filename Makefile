@@ -12,7 +12,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON_SYSTEM) -m uv")
 
 .PHONY: help setup browser run stop status logs test test-unit test-integration check format \
-        generate bench-generator bench-stream bench-load reset clean
+        generate bench-generator bench-stream bench-load bench-api reset clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -78,6 +78,10 @@ bench-stream: setup ## Measure sustained Pulsar-to-silver events/s of the stream
 
 bench-load: setup ## Measure load_postgres rows/s against a row-by-row INSERT baseline (own services)
 	$(PY) -m tests.bench.bench_load
+
+BENCH_API_EVENTS ?= 10000000
+bench-api: setup ## Measure /metrics and /events latency at 50 clients on BENCH_API_EVENTS events (own services)
+	$(PY) -m tests.bench.bench_api --events $(BENCH_API_EVENTS)
 
 reset: stop ## Stop and delete all local data (the state directory)
 	@state=$${LAKEHOUSE_STATE_DIR:-.lakehouse}; echo "Deleting $$state"; rm -rf "$$state"
