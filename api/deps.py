@@ -87,11 +87,14 @@ async def resolve_tenant(
     else:
         if requested is None:
             raise Problem(422, "tenant_id is required with an admin token")
-        async with ctx.db.platform() as conn:
-            known = await conn.fetchval("SELECT 1 FROM tenants WHERE tenant_id = $1", requested)
-        if not known:
-            raise Problem(404, f"no tenant {requested!r}")
         tenant_id = requested
+    # A dev token may exist before its tenant registers; a deactivated tenant is not served.
+    async with ctx.db.platform() as conn:
+        active = await conn.fetchval("SELECT active FROM tenants WHERE tenant_id = $1", tenant_id)
+    if active is None:
+        raise Problem(404, f"no tenant {tenant_id!r}")
+    if not active:
+        raise Problem(403, f"tenant {tenant_id!r} is deactivated")
     request.state.tenant_id = tenant_id
     ctx.requests.count(tenant_id)
     return tenant_id

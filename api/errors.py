@@ -110,11 +110,28 @@ async def _bad_value(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, 422, "a value of the request is not acceptable")
 
 
+async def _too_slow(request: Request, exc: Exception) -> JSONResponse:
+    log.warning(
+        "query cancelled by statement_timeout",
+        extra={"request_id": getattr(request.state, "request_id", None)},
+    )
+    return problem_response(
+        request,
+        503,
+        "the query took too long; narrow the range or retry later",
+        headers={"Retry-After": "5"},
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error(
         "unhandled error",
         exc_info=exc,
-        extra={"request_id": getattr(request.state, "request_id", None), "path": request.url.path},
+        # The route template, not the path: paths can hold customer ids.
+        extra={
+            "request_id": getattr(request.state, "request_id", None),
+            "route": getattr(request.scope.get("route"), "path", "unmatched"),
+        },
     )
     return problem_response(request, 500, "internal error; quote the request_id when reporting it")
 
@@ -128,4 +145,5 @@ def install(app: FastAPI) -> None:
     for error in CONNECTION_ERRORS:
         app.add_exception_handler(error, _unavailable)
     app.add_exception_handler(asyncpg.DataError, _bad_value)
+    app.add_exception_handler(asyncpg.QueryCanceledError, _too_slow)
     app.add_exception_handler(Exception, _unexpected)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -55,9 +55,9 @@ async def anomalies(
     settings = ctx.settings
     check_range(start, end, settings.api_max_range_days)
     check_buckets(start, end, Granularity.HOUR, settings.api_max_buckets)
-    first_hour = start.replace(minute=0, second=0, microsecond=0)
+    first_hour = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     history_start = first_hour - timedelta(hours=settings.anomaly_baseline_hours)
-    hours_end = end.replace(minute=0, second=0, microsecond=0)
+    hours_end = end.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     if hours_end < end:
         hours_end += timedelta(hours=1)
     async with ctx.db.tenant(tenant_id) as conn:

@@ -32,7 +32,7 @@ _TOKEN_COLUMNS = "token_id, role, tenant_id, name, created_at, expires_at, revok
 
 @router.post("/tenants", status_code=201, summary="Register a tenant")
 async def create_tenant(ctx: Ctx, admin: AdminCaller, body: TenantCreate) -> TenantOut:
-    """Register a tenant; the streaming job subscribes to its topic within a minute.
+    """Register a tenant; the streaming job reads its topic within seconds.
     409 if the tenant exists."""
     async with ctx.db.platform() as conn:
         row = await conn.fetchrow(
