@@ -7,13 +7,15 @@ raises: whatever a producer sends ends in one of the two.
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import from_json
 
-from include.events import parse_event
+from include.events import AnyEvent, EventV1, EventV2
 from include.events.flatten import FlatColumn, flat_columns, flat_values, item_fields
 from include.tenants import tenant_of_topic
 
@@ -35,6 +37,18 @@ REASONS = (
     PAYLOAD_TOO_LARGE,
     UNKNOWN_TENANT,
 )
+
+# The deepest nesting the contract has: event -> items -> item (and ml_context -> model_scores).
+CONTRACT_DEPTH = 3
+# An event time is plausible from this long before its message was published (late events
+# and backfills; anything older is a broken clock, e.g. 1970-01-01 or 0001-01-01) ...
+MAX_EVENT_AGE = timedelta(days=3653)
+# ... to this long after it (clock skew, a local time sent as UTC); later ones have not happened.
+MAX_CLOCK_SKEW = timedelta(days=1)
+
+# Strict: the JSON types the contract documents. The lax default would take "3" or true for a
+# quantity, "yes" for a flag and a number of seconds for a timestamp.
+_EVENT = TypeAdapter[EventV1 | EventV2](AnyEvent)
 
 COLUMNS: list[FlatColumn] = flat_columns()
 ITEM_TYPE = pa.list_(
@@ -62,6 +76,12 @@ def classify_error(error: ValidationError) -> tuple[str, str]:
     """(reason, detail) of a contract violation; detail names the field path."""
     first = error.errors(include_url=False)[0]
     kind = first["type"]
+    if kind == "json_invalid" and "recursion limit exceeded" in first["msg"]:
+        # Well-formed JSON may nest without bound, but no event nests this deep.
+        return SCHEMA_VIOLATION, (
+            f"<root>: nested deeper than the JSON parser follows (the contract nests at most "
+            f"{CONTRACT_DEPTH} levels): {first['msg']}"
+        )
     if kind == "json_invalid" or kind == "json_type":
         return INVALID_JSON, first["msg"]
     if kind == "union_tag_invalid":
@@ -93,7 +113,8 @@ def validate_batch(
     for i, value in enumerate(raw["value"]):
         topic = raw["topic"][i]
         tenant = tenant_of_topic(topic, topic_template)
-        reason, detail, event = _check(value, tenant, currencies, max_payload_bytes)
+        published = raw["publish_time"][i] or ingest_time
+        reason, detail, event = _check(value, tenant, currencies, max_payload_bytes, published)
         out["status"].append(VALID if reason is None else QUARANTINED)
         out["reason"].append(reason)
         out["detail"].append(detail)
@@ -124,8 +145,57 @@ def validate_batch(
     return pa.RecordBatch.from_pydict(out, schema=OUTPUT_SCHEMA)
 
 
+def unstorable_value(path: str, value: object) -> str | None:
+    """Why a parsed value cannot be stored as it is downstream (``<path>: why``), or None.
+
+    PostgreSQL text holds no NUL character, JSON (and jsonb) no NaN or infinity, and the
+    tables keep timestamps in UTC, which a year-1 or year-9999 time with an offset leaves.
+    """
+    if isinstance(value, str):
+        return f"{path}: text contains U+0000 (NUL)" if "\x00" in value else None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path}: Input should be a finite number"
+    if isinstance(value, datetime):
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            return f"{path}: {value.isoformat()} is out of range in UTC"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            why = unstorable_value(where, key) or unstorable_value(where, item)
+            if why:
+                return why
+    if isinstance(value, list):
+        for n, item in enumerate(value):
+            why = unstorable_value(f"{path}.{n}", item)
+            if why:
+                return why
+    return None
+
+
+def event_time_problem(event_time: datetime, published: datetime) -> str | None:
+    """Why ``event_time`` is implausible for a message published at ``published``, or None."""
+    if event_time < published - MAX_EVENT_AGE:
+        return (
+            f"event_time: {event_time.isoformat()} is more than {MAX_EVENT_AGE.days} days "
+            f"before the message was published ({published.isoformat()})"
+        )
+    if event_time > published + MAX_CLOCK_SKEW:
+        return (
+            f"event_time: {event_time.isoformat()} is more than {MAX_CLOCK_SKEW.days} day after "
+            f"the message was published ({published.isoformat()})"
+        )
+    return None
+
+
 def _check(
-    value: bytes | None, tenant: str | None, currencies: dict[str, str], max_bytes: int
+    value: bytes | None,
+    tenant: str | None,
+    currencies: dict[str, str],
+    max_bytes: int,
+    published: datetime,
 ) -> tuple[str | None, str | None, Any]:
     if tenant is None or tenant not in currencies:
         return UNKNOWN_TENANT, "the topic belongs to no registered tenant", None
@@ -134,12 +204,24 @@ def _check(
     if len(value) > max_bytes:
         return PAYLOAD_TOO_LARGE, f"{len(value)} bytes > {max_bytes}", None
     try:
-        event = parse_event(value)
+        event = _EVENT.validate_json(value, strict=True)
     except ValidationError as error:
         reason, detail = classify_error(error)
         return reason, detail, None
-    except (ValueError, RecursionError) as error:  # e.g. nesting too deep for the parser
+    except (ValueError, RecursionError) as error:  # whatever else the parser may raise
         return INVALID_JSON, str(error)[:500], None
+    unstorable = unstorable_value("", event.model_dump())
+    if unstorable is not None:
+        if "finite number" in unstorable:
+            # NaN and Infinity literals are not JSON; 1e400 is, but overflows a float.
+            try:
+                from_json(value, allow_inf_nan=False)
+            except ValueError as error:
+                return INVALID_JSON, f"Invalid JSON: {error}"[:500], None
+        return SCHEMA_VIOLATION, unstorable[:500], None
+    implausible = event_time_problem(event.event_time, published)
+    if implausible is not None:
+        return SCHEMA_VIOLATION, implausible, None
     if event.tenant_id != tenant:
         return TENANT_MISMATCH, f"payload tenant {event.tenant_id!r} on {tenant!r}'s topic", None
     if event.order is not None and event.order.currency != currencies[tenant]:

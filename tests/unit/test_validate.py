@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +15,7 @@ from generator.catalog import merchant_profile
 from generator.sessions import SessionFactory
 from include.events import parse_event
 from jobs.stream.pulsar_source import ARROW_SCHEMA
-from jobs.stream.validate import OUTPUT_SCHEMA, validate_batch
+from jobs.stream.validate import MAX_CLOCK_SKEW, MAX_EVENT_AGE, OUTPUT_SCHEMA, validate_batch
 
 TEMPLATE = "persistent://public/default/{tenant_id}.events"
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -120,3 +120,124 @@ def test_money_stays_exact_through_flattening() -> None:
     event["order"] = dict(event["order"], total_amount=0.3)
     (row,) = _run(("acme_shop", orjson.dumps(event)))
     assert row["order_total_amount"] == Decimal("0.30")
+
+
+def _with(**fields: Any) -> bytes:
+    return orjson.dumps(_purchase() | fields)
+
+
+def _item(**fields: Any) -> bytes:
+    return _with(items=[dict(_purchase()["items"][0], **fields)])
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason", "detail_start"),
+    [
+        # Well-formed JSON, but nested far deeper than any event: a contract violation.
+        (b"[" * 10_000 + b"]" * 10_000, "schema_violation", "<root>: nested deeper"),
+        (
+            _with(customer={"customer_id": "c", "segment": "X"}).replace(
+                b'"X"', b"[" * 5_000 + b"]" * 5_000
+            ),
+            "schema_violation",
+            "<root>: nested deeper",
+        ),
+        # The JSON types of the contract, not the lax coercions of the model.
+        (_item(quantity="3"), "schema_violation", "items.0.quantity"),
+        (_item(quantity=True), "schema_violation", "items.0.quantity"),
+        (_with(processing_flags={"pii_contains": "yes"}), "schema_violation", "processing_flags"),
+        (_with(event_time=1_764_072_000), "schema_violation", "event_time"),
+        (_with(ml_context={"model_scores": {"fraud": "0.5"}}), "schema_violation", "ml_context"),
+        # Values no downstream store can hold.
+        (_with(session_id="s\x00"), "schema_violation", "session_id: text contains U+0000"),
+        (
+            _with(ml_context={"model_scores": {"fr\x00ud": 0.5}}),
+            "schema_violation",
+            "ml_context.model_scores.fr\x00ud: text contains U+0000",
+        ),
+        (
+            _with(ml_context={"model_scores": {"fraud": 1}}).replace(b":1}", b":1e400}"),
+            "schema_violation",
+            "ml_context.model_scores.fraud: Input should be a finite number",
+        ),
+        (
+            _with(ml_context={"model_scores": {"fraud": 1}}).replace(b":1}", b":NaN}"),
+            "invalid_json",
+            "Invalid JSON",
+        ),
+        # Event times no clock should produce, relative to the publish time (NOW).
+        (_with(event_time="1970-01-01T00:00:00Z"), "schema_violation", "event_time: 1970-01-01"),
+        (_with(event_time="2026-11-26T12:00:01Z"), "schema_violation", "event_time: 2026-11-26"),
+        (
+            _with(event_time="0001-01-01T00:00:00+05:00"),
+            "schema_violation",
+            "event_time: 0001-01-01T00:00:00+05:00 is out of range in UTC",
+        ),
+        (
+            _with(lineage={"source": "x", "produced_at": "9999-12-31T23:59:59-05:00"}),
+            "schema_violation",
+            "lineage.produced_at: 9999-12-31T23:59:59-05:00 is out of range in UTC",
+        ),
+    ],
+    ids=[
+        "nested-10000",
+        "nested-in-a-field",
+        "quantity-as-string",
+        "quantity-as-bool",
+        "flag-as-string",
+        "time-as-number",
+        "score-as-string",
+        "nul-in-text",
+        "nul-in-map-key",
+        "infinite-score",
+        "nan-literal",
+        "time-far-past",
+        "time-future",
+        "time-overflows-utc",
+        "produced-at-overflows-utc",
+    ],
+)
+def test_hostile_content_is_quarantined_never_raised(
+    payload: bytes, reason: str, detail_start: str
+) -> None:
+    (row,) = _run(("acme_shop", payload), max_bytes=len(payload))
+    assert (row["status"], row["reason"]) == ("quarantined", reason)
+    assert str(row["detail"]).startswith(detail_start), row["detail"]
+    assert row["value"] == payload and row["event_id"] is None
+
+
+@pytest.mark.parametrize(
+    ("offset", "valid"),
+    [
+        (-MAX_EVENT_AGE, True),  # the oldest plausible time
+        (-MAX_EVENT_AGE - timedelta(microseconds=1), False),
+        (MAX_CLOCK_SKEW, True),  # the latest
+        (MAX_CLOCK_SKEW + timedelta(microseconds=1), False),
+        (timedelta(0), True),
+    ],
+)
+def test_event_times_are_plausible_within_a_window_around_the_publish_time(
+    offset: timedelta, valid: bool
+) -> None:
+    event_time = (NOW + offset).astimezone(timezone(timedelta(hours=-3)))
+    (row,) = _run(("acme_shop", _with(event_time=event_time.isoformat())))
+    assert (row["status"], row["reason"]) == (
+        ("valid", None) if valid else ("quarantined", "schema_violation")
+    )
+    if valid:
+        assert row["event_time"] == NOW + offset
+    else:
+        assert str(row["detail"]).startswith(f"event_time: {event_time.isoformat()} is more than")
+
+
+def test_sql_and_markup_in_free_text_are_data() -> None:
+    hostile = "'; DROP TABLE events; --<script>alert(1)</script>"
+    event = _purchase()
+    event["session_id"] = hostile
+    event["customer"] = dict(event["customer"], customer_id=hostile, segment=hostile)
+    event["items"] = [dict(event["items"][0], sku=hostile)]
+    event["order"] = dict(event["order"], total_amount=event["items"][0]["unit_price"] * 1)
+    (row,) = _run(("acme_shop", orjson.dumps(event)))
+    assert row["status"] == "valid", row["detail"]
+    assert row["session_id"] == row["customer_customer_id"] == row["customer_segment"] == hostile
+    assert row["items"][0]["sku"] == hostile
