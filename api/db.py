@@ -18,7 +18,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from include.settings import Settings
 
-Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
+Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record] | asyncpg.Connection[asyncpg.Record]"
 
 log = logging.getLogger("lakehouse.api.db")
 
@@ -104,9 +104,10 @@ class Database:
         async with self._require_pool().acquire() as conn, conn.transaction():
             await conn.execute(
                 "SELECT set_config('lakehouse.tenant_id', $1, true), "
-                "set_config('TimeZone', $2, true)",
+                "set_config('TimeZone', $2, true), set_config('work_mem', $3, true)",
                 tenant_id,
                 timezone,
+                self._settings.api_work_mem,
             )
             yield conn
 

@@ -6,9 +6,9 @@ Daily upkeep of the PostgreSQL analytics tables (`events`, `event_items`):
 1. **rotate_partitions**: creates this month's and the next `LAKEHOUSE_PG_PARTITIONS_AHEAD`
    monthly partitions, and drops the partitions whose month is more than
    `LAKEHOUSE_PG_RETENTION_MONTHS` old (the lake keeps the data; `replay` reloads it), and
-   deletes the rows of the API's `session_slots` rollup from before the same cutoff.
-2. **vacuum_analyze**: `VACUUM (ANALYZE)` of both tables and `session_slots`, in autocommit
-   mode.
+   deletes the rows of the API's rollups (`session_slots`, `activity_slots`, `activity_counts`)
+   from before the same cutoff.
+2. **vacuum_analyze**: `VACUUM (ANALYZE)` of both tables and the rollups, in autocommit mode.
 3. **report_sizes**: table and index size of every partition, in the task log.
 
 Safe to run twice or late: every step is idempotent.
@@ -55,10 +55,12 @@ def maintain_postgres() -> None:
                 settings.pg_retention_months,
             )
         log.info(
-            "partitions rotated: created %s, dropped %s, session slots deleted %s",
+            "partitions rotated: created %s, dropped %s, session slots deleted %s, "
+            "activity rows deleted %s",
             rotation.created,
             rotation.dropped,
             rotation.session_slots_deleted,
+            rotation.activity_rows_deleted,
         )
         return {"created": rotation.created, "dropped": rotation.dropped}
 

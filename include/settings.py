@@ -130,6 +130,11 @@ class Settings(BaseSettings):
         "outside dev).",
     )
     api_pool_size: int = Field(10, gt=0, description="PostgreSQL connections of the API.")
+    api_work_mem: str = Field(
+        "64MB",
+        pattern=r"^[1-9][0-9]*(kB|MB|GB)$",
+        description="PostgreSQL `work_mem` of each API query (exact distinct counts hash in it).",
+    )
     api_rate_limit_per_minute: int = Field(
         1200, gt=0, description="Requests per minute one API token may make (429 beyond)."
     )

@@ -34,9 +34,10 @@ WITH gone AS (
     WHERE i.tenant_id = $1 AND i.event_id = gone.event_id
     RETURNING 1
 ), slots AS (
-    DELETE FROM session_slots WHERE tenant_id = $1 AND customer_id = $2 RETURNING 1
+    DELETE FROM session_slots WHERE tenant_id = $1 AND customer_id = $2 RETURNING session_id
 )
 SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM items) AS rows_deleted,
+       (SELECT coalesce(array_agg(DISTINCT session_id), '{{}}') FROM slots) AS sessions,
        {CUSTOMER_HASH_SQL.format(column="$2::text")} AS hash_check
 """
 
@@ -55,6 +56,13 @@ async def erase_in_postgres(conn: Conn, tenant_id: str, customer_id: str) -> int
     # The loader recognises erased customers by the SQL twin of customer_hash: they must agree.
     if bytes(row["hash_check"]) != hashed:
         raise RuntimeError("customer hash of Python and PostgreSQL differ")
+    # A separate statement: the deletes above are invisible to the rest of their own statement.
+    await conn.execute(
+        "SELECT refresh_activity_slots($1, $2::text[], $3::text[])",
+        tenant_id,
+        row["sessions"],
+        [customer_id],
+    )
     return int(row["rows_deleted"])
 
 

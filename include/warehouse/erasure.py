@@ -137,8 +137,9 @@ def complete(conn: psycopg.Connection, request_id: UUID, lake: LakeErasure) -> S
     Records the lake's event ids in ``erased_events``; sweeps PostgreSQL again, because a load
     may have inserted the customer's rows between the API's delete and the lake erasure (the
     tenant's ``events`` of every erased customer, by hash; ``event_items`` of every erased
-    event; the customer's ``session_slots``); then sets the request ``completed`` with the
-    lake and archive row counts, adds the swept rows to ``postgres_rows``, and forgets the
+    event; the customer's ``session_slots`` and ``activity_slots``); then sets the request
+    ``completed`` with the lake and archive row counts, adds the swept rows to
+    ``postgres_rows``, and forgets the
     customer id (only its hash stays).
     """
     _require_idle(conn)
@@ -171,10 +172,16 @@ def complete(conn: psycopg.Connection, request_id: UUID, lake: LakeErasure) -> S
             f"DELETE FROM event_items AS s WHERE s.tenant_id = %s AND {ERASED_ROWS['event_items']}",
             (tenant_id,),
         ).rowcount
-        slots = conn.execute(
-            "DELETE FROM session_slots WHERE tenant_id = %s AND customer_id = %s",
+        sessions = conn.execute(
+            "DELETE FROM session_slots WHERE tenant_id = %s AND customer_id = %s "
+            "RETURNING session_id",
             (tenant_id, customer_id),
-        ).rowcount
+        ).fetchall()
+        conn.execute(
+            "SELECT refresh_activity_slots(%s, %s, %s)",
+            (tenant_id, sorted({s for (s,) in sessions}), [customer_id]),
+        )
+        slots = len(sessions)
         sweep = Sweep(events=events, event_items=items, session_slots=slots)
         conn.execute(
             "UPDATE erasure_requests SET status = 'completed', customer_id = NULL, detail = NULL, "

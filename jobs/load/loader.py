@@ -9,7 +9,7 @@ and replays of a table never overlap, because they share its staging table):
    staging table, which the step empties first;
 3. **commit**: one transaction creates the monthly partitions the rows need, inserts the staged
    rows with ``ON CONFLICT DO NOTHING`` on the table's key (skipping erased customers' rows),
-   refreshes the ``session_slots`` rollup, and moves the watermark.
+   refreshes the ``session_slots`` and ``activity_slots`` rollups, and moves the watermark.
 
 A crash before step 3 commits leaves the watermark where it was: the next load stages the same
 files again (into an emptied staging table). A crash after it leaves nothing to redo. Rows
@@ -39,7 +39,7 @@ from include.lake.changes import added_since, current_version
 from include.settings import Settings
 from include.warehouse.erasure import ERASED_ROWS
 from include.warehouse.partitions import Month, ensure_partitions
-from include.warehouse.rollups import SESSION_SLOTS_UPSERT
+from include.warehouse.rollups import ACTIVITY_REFRESH, SESSION_SLOTS_UPSERT
 from include.warehouse.tables import EVENTS, AnalyticsTable
 
 log = logging.getLogger(__name__)
@@ -194,6 +194,7 @@ def commit(conn: psycopg.Connection, plan: LoadPlan, staged: int) -> int:
         if table.name == EVENTS.name:
             # Idempotent (an OR of flags), so a rerun over rows already loaded changes nothing.
             conn.execute(sql.SQL(SESSION_SLOTS_UPSERT).format(keep=keep))
+            conn.execute(sql.SQL(ACTIVITY_REFRESH).format(keep=keep))
         if not plan.is_replay:
             conn.execute(
                 "INSERT INTO load_watermarks (target, source_table, delta_version, rows_loaded) "

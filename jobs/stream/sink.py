@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from include.events.flatten import v2_only_columns
+from include.warehouse.rollups import slot_of
 from jobs.stream.validate import QUARANTINED, VALID
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,45 @@ ITEMS = "event_items"
 QUARANTINE = "quarantine"
 TABLES = (BRONZE, SILVER, ITEMS, QUARANTINE)
 _META = ["topic", "message_id", "publish_time", "ingest_time"]
+
+# Counts a batch's events once (first sight of (tenant, event id)) into the minute and slot
+# aggregates of the speed layer; returns (new events, minute rows, slot rows).
+COUNT_NEW_EVENTS_SQL = f"""
+WITH fresh AS (
+    INSERT INTO stream_event_keys (tenant_id, event_id, app_id, batch_id)
+    SELECT tenant_id, event_id, %(app)s, %(batch)s FROM batch_events
+    ON CONFLICT DO NOTHING
+    RETURNING tenant_id, event_id
+), added AS (
+    INSERT INTO stream_minute_metrics AS m
+        (tenant_id, minute, event_type, events, amount, items)
+    SELECT b.tenant_id, b.minute, b.event_type, count(*),
+           coalesce(sum(b.amount), 0), coalesce(sum(b.items), 0)
+    FROM batch_events b JOIN fresh USING (tenant_id, event_id)
+    GROUP BY 1, 2, 3
+    ON CONFLICT (tenant_id, minute, event_type) DO UPDATE SET
+        events = m.events + excluded.events,
+        amount = m.amount + excluded.amount,
+        items = m.items + excluded.items,
+        updated_at = now()
+    RETURNING 1
+), slotted AS (
+    INSERT INTO stream_slot_metrics AS m
+        (tenant_id, slot, event_type, events, amount, items)
+    SELECT b.tenant_id, {slot_of("b.minute")}, b.event_type, count(*),
+           coalesce(sum(b.amount), 0), coalesce(sum(b.items), 0)
+    FROM batch_events b JOIN fresh USING (tenant_id, event_id)
+    GROUP BY 1, 2, 3
+    ON CONFLICT (tenant_id, slot, event_type) DO UPDATE SET
+        events = m.events + excluded.events,
+        amount = m.amount + excluded.amount,
+        items = m.items + excluded.items,
+        updated_at = now()
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM added),
+       (SELECT count(*) FROM slotted)
+"""
 
 
 @dataclass(frozen=True)
@@ -137,28 +177,7 @@ class LakeSink:
                     for row in _metric_rows(valid):
                         copy.write_row(row)
                 new_events = conn.execute(
-                    """
-                    WITH fresh AS (
-                        INSERT INTO stream_event_keys (tenant_id, event_id, app_id, batch_id)
-                        SELECT tenant_id, event_id, %(app)s, %(batch)s FROM batch_events
-                        ON CONFLICT DO NOTHING
-                        RETURNING tenant_id, event_id
-                    ), added AS (
-                        INSERT INTO stream_minute_metrics AS m
-                            (tenant_id, minute, event_type, events, amount, items)
-                        SELECT b.tenant_id, b.minute, b.event_type, count(*),
-                               coalesce(sum(b.amount), 0), coalesce(sum(b.items), 0)
-                        FROM batch_events b JOIN fresh USING (tenant_id, event_id)
-                        GROUP BY 1, 2, 3
-                        ON CONFLICT (tenant_id, minute, event_type) DO UPDATE SET
-                            events = m.events + excluded.events,
-                            amount = m.amount + excluded.amount,
-                            items = m.items + excluded.items,
-                            updated_at = now()
-                        RETURNING 1
-                    )
-                    SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM added)
-                    """,
+                    COUNT_NEW_EVENTS_SQL,
                     {"app": self.app_id, "batch": batch_id},
                 ).fetchone()
                 assert new_events is not None

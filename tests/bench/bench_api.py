@@ -5,8 +5,9 @@ the rate limit lifted), registers 4 tenants, then in the same run:
 
 1. **Load**: ``--events`` events, written server-side (``INSERT ... SELECT FROM
    generate_series``) over the last 35 days, then what the pipeline keeps next to them, derived
-   with SQL: the speed layer ``stream_minute_metrics`` and the loader's own ``session_slots``
-   statement; then ``VACUUM ANALYZE``.
+   with SQL: the speed layer (``stream_minute_metrics``, ``stream_slot_metrics``), the loader's
+   ``session_slots`` (its own statement) and ``activity_slots``/``activity_counts``; then
+   ``VACUUM ANALYZE``.
 2. **Same answer**: ``/metrics`` over 30 days, hourly, must equal a plain ``GROUP BY`` over the
    raw events, bucket by bucket.
 3. **Concurrency**: ``--clients`` keep-alive clients drive ``/metrics`` (30 days, hourly, tenant
@@ -50,13 +51,13 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from api.analytics import (
-    ADDITIVE_SQL,
     BUCKETS_SQL,
     CENT,
     FRESHNESS_SQL,
-    Distinct,
+    SLOTS_DISTINCT_SQL,
+    additive_sql,
     assemble,
-    distinct_sql,
+    distinct_counts,
 )
 from api.models import Freshness, Granularity, MetricsResponse
 from api.security import new_token, token_hash
@@ -68,7 +69,7 @@ from include.events.models import EventType
 from include.settings import Settings
 from include.tenants import register_tenant, topic_for
 from include.warehouse.partitions import Month, ensure_partitions
-from include.warehouse.rollups import SESSION_SLOTS_UPSERT
+from include.warehouse.rollups import SESSION_SLOTS_UPSERT, slot_of
 from tests.services import embedded_platform
 
 T = TypeVar("T")
@@ -160,6 +161,24 @@ INSERT INTO stream_minute_metrics (tenant_id, minute, event_type, events, amount
 SELECT tenant_id, date_trunc('minute', event_time), event_type, count(*),
        coalesce(sum(order_total_amount), 0), coalesce(sum(item_count), 0)
 FROM events WHERE tenant_id = %s GROUP BY 1, 2, 3
+"""
+
+# ... and per 15-minute slot, as the sink keeps it next to the minutes.
+LOAD_SLOT_METRICS = f"""
+INSERT INTO stream_slot_metrics (tenant_id, slot, event_type, events, amount, items)
+SELECT tenant_id, {slot_of("minute")}, event_type, sum(events), sum(amount), sum(items)
+FROM stream_minute_metrics WHERE tenant_id = %s GROUP BY 1, 2, 3
+"""
+# The activity rollup of the loaded sessions and customers, as loads keep it (migration V0006:
+# the view is its definition, refresh_activity_slots its incremental upkeep).
+LOAD_ACTIVITY_SLOTS = """
+INSERT INTO activity_slots (tenant_id, kind, key, slot, prev_slot)
+SELECT tenant_id, kind, key, slot, prev_slot FROM activity_slots_derived WHERE tenant_id = %s
+"""
+LOAD_ACTIVITY_COUNTS = """
+INSERT INTO activity_counts (tenant_id, slot, kind, prev_slot, n)
+SELECT tenant_id, slot, kind, prev_slot, count(*) FROM activity_slots WHERE tenant_id = %s
+GROUP BY 1, 2, 3, 4
 """
 
 # The loader's statement reads its staging table: a temporary view of that name over the loaded
@@ -344,11 +363,15 @@ def load(settings: Settings, events: int) -> Dataset:
                 for t in tenants
             ],
         ),
+        ("stream_slot_metrics", [(LOAD_SLOT_METRICS, (t,)) for t in tenants]),
+        ("activity_slots", [(LOAD_ACTIVITY_SLOTS, (t,)) for t in tenants]),
+        ("activity_counts", [(LOAD_ACTIVITY_COUNTS, (t,)) for t in tenants]),
         (
             "vacuum_analyze",
             [
                 ("VACUUM ANALYZE events", None),
-                ("VACUUM ANALYZE stream_minute_metrics, session_slots", None),
+                ("VACUUM ANALYZE stream_minute_metrics, stream_slot_metrics, session_slots", None),
+                ("VACUUM ANALYZE activity_slots, activity_counts", None),
             ],
         ),
     ]
@@ -699,15 +722,14 @@ async def explain_metrics(
     unit = Granularity.HOUR.value
     queries = [
         ("buckets (generate_series)", BUCKETS_SQL, (unit, start, end)),
-        ("additive measures (stream_minute_metrics)", ADDITIVE_SQL, (tenant, unit, start, end)),
         (
-            "distinct per bucket (session_slots)",
-            distinct_sql(from_slots=True, per_bucket=True),
+            "additive measures (stream_slot_metrics)",
+            additive_sql(from_slots=True),
             (tenant, unit, start, end),
         ),
         (
-            "distinct over the range (session_slots)",
-            distinct_sql(from_slots=True, per_bucket=False),
+            "distinct counts per bucket and over the range (activity_counts)",
+            SLOTS_DISTINCT_SQL,
             (tenant, unit, start, end),
         ),
         ("freshness", FRESHNESS_SQL, (tenant, start, end)),
@@ -748,20 +770,15 @@ async def python_cost(
         async with conn.transaction():
             await conn.execute("SELECT set_config('lakehouse.tenant_id', $1, true)", tenant)
             buckets = [r["b"] for r in await conn.fetch(BUCKETS_SQL, unit, start, end)]
-            additive = [dict(r) for r in await conn.fetch(ADDITIVE_SQL, tenant, unit, start, end)]
-            per_bucket = [
+            additive = [
                 dict(r)
-                for r in await conn.fetch(
-                    distinct_sql(from_slots=True, per_bucket=True), tenant, unit, start, end
-                )
+                for r in await conn.fetch(additive_sql(from_slots=True), tenant, unit, start, end)
             ]
-            total = await conn.fetchrow(
-                distinct_sql(from_slots=True, per_bucket=False), tenant, unit, start, end
+            per_bucket, distinct = await distinct_counts(
+                conn, tenant, unit, start, end, from_slots=True
             )
     finally:
         await conn.close()
-    assert total is not None
-    distinct = Distinct(total["sessions"], total["purchasing"], total["customers"])
     assembling, serializing = [], []
     for _ in range(runs):
         (series, totals), seconds = _timed(

@@ -39,9 +39,10 @@ from tests.integration.stream_fixtures import (
 
 ALPHA, BETA = "api_alpha", "api_beta"
 RESET = (
-    "TRUNCATE stream_event_keys, stream_batches, stream_minute_metrics, stream_heartbeat, "
-    "stream_quarantine_counts, events, event_items, session_slots, load_watermarks, load_runs, "
-    "api_usage, erased_customers, erased_events, erasure_requests"
+    "TRUNCATE stream_event_keys, stream_batches, stream_minute_metrics, stream_slot_metrics, "
+    "stream_heartbeat, stream_quarantine_counts, events, event_items, session_slots, "
+    "activity_slots, activity_counts, load_watermarks, load_runs, api_usage, erased_customers, "
+    "erased_events, erasure_requests"
 )
 
 
@@ -536,6 +537,7 @@ def test_erasure_removes_the_customer_from_postgres_and_loads_never_bring_it_bac
     load_table(spark, settings, EVENTS)
     load_table(spark, settings, EVENT_ITEMS)
     assert remaining() == gone
+    assert_activity_rollup_consistent(settings)
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(
@@ -566,3 +568,27 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         cwd=tmp_path,  # its example database and reports stay out of the checkout
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+ACTIVITY_DRIFT = """
+WITH kept AS (SELECT tenant_id, kind, key, slot, prev_slot FROM activity_slots),
+     derived AS (SELECT tenant_id, kind, key, slot, prev_slot FROM activity_slots_derived),
+     counted AS (SELECT tenant_id, slot, kind, prev_slot, count(*) AS n FROM kept
+                 GROUP BY 1, 2, 3, 4),
+     stored AS (SELECT tenant_id, slot, kind, prev_slot, n FROM activity_counts WHERE n <> 0)
+SELECT (SELECT count(*) FROM kept), (SELECT count(*) FROM derived),
+       (SELECT count(*) FROM (SELECT * FROM kept EXCEPT SELECT * FROM derived) a)
+     + (SELECT count(*) FROM (SELECT * FROM derived EXCEPT SELECT * FROM kept) b)
+     + (SELECT count(*) FROM (SELECT * FROM counted EXCEPT SELECT * FROM stored) c)
+     + (SELECT count(*) FROM (SELECT * FROM stored EXCEPT SELECT * FROM counted) d)
+"""
+
+
+def assert_activity_rollup_consistent(settings: Settings) -> None:
+    """``activity_slots`` (kept incrementally by loads and erasures) holds exactly what
+    ``session_slots`` implies, and ``activity_counts`` counts exactly its rows."""
+    with connect(settings) as conn:
+        row = conn.execute(ACTIVITY_DRIFT).fetchone()
+    assert row is not None
+    kept, derived, drift = row
+    assert kept == derived and kept > 0 and drift == 0, (kept, derived, drift)

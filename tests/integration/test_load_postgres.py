@@ -34,8 +34,8 @@ def load_settings(platform: Settings, tmp_path: Path) -> Iterator[Settings]:
     """The shared services, with empty stream bookkeeping, analytics tables and a new lake."""
     with connect(platform, autocommit=True) as conn:
         conn.execute(
-            "TRUNCATE stream_event_keys, stream_batches, stream_minute_metrics, stream_heartbeat, "
-            "events, event_items, load_watermarks, load_runs"
+            "TRUNCATE stream_event_keys, stream_batches, stream_minute_metrics, "
+            "stream_slot_metrics, stream_heartbeat, events, event_items, load_watermarks, load_runs"
         )
     yield platform.model_copy(update={"state_dir": tmp_path, "stream_max_records_per_batch": 2_500})
 

@@ -27,7 +27,8 @@ def stream_settings(platform: Settings, tmp_path: Path) -> Iterator[Settings]:
     """The shared services, with a lake and checkpoint of this test's own."""
     with connect(platform, autocommit=True) as conn:
         conn.execute(
-            "TRUNCATE stream_event_keys, stream_batches, stream_minute_metrics, stream_heartbeat"
+            "TRUNCATE stream_event_keys, stream_batches, stream_minute_metrics, "
+            "stream_slot_metrics, stream_heartbeat"
         )
     yield platform.model_copy(update={"state_dir": tmp_path, "stream_max_records_per_batch": 2_500})
 
