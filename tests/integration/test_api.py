@@ -441,6 +441,46 @@ def test_row_level_security_confines_a_query_that_forgets_its_tenant_filter(
     assert owner is not None and owner[0] >= 2, "the data for both tenants is really there"
 
 
+# Tables the API role reads that hold platform metadata, not one tenant's data (docs/security.md).
+NOT_TENANT_DATA = {"tenants", "api_tokens", "erasure_requests"}
+
+
+def test_every_table_with_tenant_rows_the_api_can_read_is_confined(
+    api: Api, platform: Settings
+) -> None:
+    with connect(platform) as conn:
+        readable = {
+            name: bool(rls)
+            for name, rls in conn.execute(
+                "SELECT c.relname, c.relrowsecurity FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public' "
+                "WHERE c.relkind IN ('r', 'p', 'v') "
+                "AND has_table_privilege('lakehouse_api', c.oid, 'SELECT') "
+                "AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid "
+                "            AND a.attname = 'tenant_id' AND NOT a.attisdropped)"
+            )
+        }
+        views = {
+            name
+            for (name,) in conn.execute(
+                "SELECT c.relname FROM pg_class c WHERE c.relkind = 'v' "
+                "AND 'security_invoker=true' = ANY (c.reloptions)"
+            )
+        }
+    assert {"events", "activity_counts", "stream_slot_metrics"} <= readable.keys()
+    unconfined = {
+        name
+        for name, rls in readable.items()
+        if not rls and name not in views and name not in NOT_TENANT_DATA
+    }
+    assert unconfined == set()
+    with psycopg.connect(platform.api_pg_dsn) as conn:
+        conn.execute("SELECT set_config('lakehouse.tenant_id', %s, true)", (ALPHA,))
+        for name in sorted(readable.keys() - NOT_TENANT_DATA):
+            seen = {t for (t,) in conn.execute(f'SELECT DISTINCT tenant_id FROM "{name}"')}
+            assert seen <= {ALPHA}, name
+
+
 def test_errors_are_problem_documents_and_limits_hold(api: Api) -> None:
     cases = [
         api.get("/nowhere", api.admin),
