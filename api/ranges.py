@@ -16,10 +16,23 @@ _UNIT = {
 }
 SLOT = timedelta(minutes=15)
 _EPOCH = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
+# Ranges must lie within these bounds. No event lies outside them (the stream refuses event
+# times ten years before or a day after their publication), and near year 1 or 9999 the
+# routes' date arithmetic (a trailing baseline, a UTC date, a local day) would overflow.
+EARLIEST = _EPOCH
+LATEST = datetime.fromisoformat("3000-01-01T00:00:00+00:00")
 
 
 def check_range(start: datetime, end: datetime, max_days: int) -> None:
-    """422 unless ``start < end`` and the range spans at most ``max_days`` days."""
+    """422 unless ``start < end``, both lie within ``EARLIEST``..``LATEST`` and the range
+    spans at most ``max_days`` days."""
+    for moment in (start, end):
+        if not EARLIEST <= moment <= LATEST:
+            raise Problem(
+                422,
+                f"{moment.isoformat()} is out of range: start and end must lie between "
+                f"{EARLIEST.isoformat()} and {LATEST.isoformat()}",
+            )
     if end <= start:
         raise Problem(422, "end must be after start")
     if end - start > timedelta(days=max_days):
