@@ -13,7 +13,8 @@ log = logging.getLogger("lakehouse.api.seed")
 
 
 async def seed_tokens(db: Database, settings: Settings) -> None:
-    """Make sure the bootstrap tokens exist; outside dev, revoke every dev token."""
+    """Make sure the bootstrap tokens exist and the configured admin token is the only active
+    admin token; outside dev, revoke every dev token."""
     admin = settings.admin_token.get_secret_value()
     wanted: list[tuple[str, Role, str | None, str, bool]] = [
         (
@@ -35,6 +36,18 @@ async def seed_tokens(db: Database, settings: Settings) -> None:
                 "UPDATE api_tokens SET revoked_at = now() WHERE dev AND revoked_at IS NULL"
             )
             log.info("dev tokens revoked", extra={"result": revoked})
+        # The configured admin token is the one admin token: changing LAKEHOUSE_ADMIN_TOKEN
+        # revokes the previous one at the next start (admin tokens come from nowhere else).
+        rotated = await conn.execute(
+            "UPDATE api_tokens SET revoked_at = now() "
+            "WHERE role = 'admin' AND token_hash <> $1 AND revoked_at IS NULL",
+            token_hash(admin),
+        )
+        await conn.execute(
+            "UPDATE api_tokens SET revoked_at = NULL WHERE role = 'admin' AND token_hash = $1",
+            token_hash(admin),
+        )
+        log.info("previous admin tokens revoked", extra={"result": rotated})
         for secret, role, tenant, name, dev in wanted:
             await conn.execute(
                 "INSERT INTO api_tokens (token_id, token_hash, role, tenant_id, name, dev) "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from pydantic import SecretStr
 from pyspark.sql import SparkSession
 
 from include.db import connect
@@ -632,3 +634,18 @@ def assert_activity_rollup_consistent(settings: Settings) -> None:
     assert row is not None
     kept, derived, drift = row
     assert kept == derived and kept > 0 and drift == 0, (kept, derived, drift)
+
+
+def test_changing_the_admin_token_revokes_the_previous_one(platform: Settings) -> None:
+    old = platform.admin_token.get_secret_value()
+    new = f"rotated-{uuid.uuid4()}"
+    try:
+        with serve_api(platform, admin_token=SecretStr(new)) as (base, _settings):
+            wait_until_authenticated(base, new)
+            refused = httpx.get(f"{base}/tenants", headers={"Authorization": f"Bearer {old}"})
+            assert refused.status_code == 401
+    finally:
+        with serve_api(platform) as (base, _settings):
+            wait_until_authenticated(base, old)
+            refused = httpx.get(f"{base}/tenants", headers={"Authorization": f"Bearer {new}"})
+            assert refused.status_code == 401
