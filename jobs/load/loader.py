@@ -37,7 +37,7 @@ from pyspark.sql import functions as sf
 
 from include.lake.changes import added_since, current_version
 from include.settings import Settings
-from include.warehouse.erasure import ERASED_ROWS
+from include.warehouse.erasure import ERASED_ROWS, FORGET_SKIPPED_EVENTS
 from include.warehouse.partitions import Month, ensure_partitions
 from include.warehouse.rollups import ACTIVITY_REFRESH, SESSION_SLOTS_UPSERT
 from include.warehouse.tables import EVENTS, AnalyticsTable
@@ -195,6 +195,7 @@ def commit(conn: psycopg.Connection, plan: LoadPlan, staged: int) -> int:
             # Idempotent (an OR of flags), so a rerun over rows already loaded changes nothing.
             conn.execute(sql.SQL(SESSION_SLOTS_UPSERT).format(keep=keep))
             conn.execute(sql.SQL(ACTIVITY_REFRESH).format(keep=keep))
+            conn.execute(FORGET_SKIPPED_EVENTS)
         if not plan.is_replay:
             conn.execute(
                 "INSERT INTO load_watermarks (target, source_table, delta_version, rows_loaded) "

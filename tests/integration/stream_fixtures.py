@@ -161,6 +161,27 @@ def publish_mix(
     reference.published += len(messages) + len(extra)
 
 
+def publish_valid(
+    settings: Settings, tenant: str, payloads: list[bytes], reference: Reference
+) -> None:
+    """Publish hand-made valid events of ``tenant`` and add them to ``reference``."""
+    client = pulsar_client(settings.pulsar_url)
+    publisher = Publisher(client, lambda t: topic_for(t, settings.topic_template), chunk_size=200)
+    try:
+        for payload in payloads:
+            body = orjson.loads(payload)
+            publisher.publish(
+                OutgoingMessage(tenant, body["event_id"], payload, VALID, body["event_id"])
+            )
+        publisher.drain()
+    finally:
+        publisher.close()
+        client.close()
+    for payload in payloads:
+        reference.add_valid(tenant, payload, duplicate=False)
+    reference.published += len(payloads)
+
+
 def wait_until_consumed(
     settings: Settings,
     expected_rows: int,

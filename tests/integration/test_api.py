@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import psycopg
 import pytest
 from pydantic import SecretStr
@@ -35,6 +36,7 @@ from tests.integration.api_reference import as_reference, event_time, expected_m
 from tests.integration.stream_fixtures import (
     Reference,
     publish_mix,
+    publish_valid,
     register,
     run_stream_until_consumed,
 )
@@ -580,6 +582,27 @@ def test_erasure_removes_the_customer_from_postgres_and_loads_never_bring_it_bac
     load_table(spark, settings, EVENT_ITEMS)
     assert remaining() == gone
     assert_activity_rollup_consistent(settings)
+
+    # A purchase of the erased customer that reaches the stream after the erasure (a late
+    # event): neither it nor its item lines (which carry no customer id) are loaded, in
+    # either order of the two loads.
+    own = next(e for e in api.ref.events[BETA] if e["customer"]["customer_id"] == customer)
+    basket = next(e for e in api.ref.events[BETA] if e["event_type"] == "purchase" and e["items"])
+    late = {**basket, "event_id": str(uuid.uuid4()), "customer": own["customer"]}
+    publish_valid(settings, BETA, [orjson.dumps(late)], api.ref)
+    topics = [topic_for(t, settings.topic_template) for t in (ALPHA, BETA)]
+    run_stream_until_consumed(spark, settings, topics, api.ref)
+    load_table(spark, settings, EVENT_ITEMS)
+    load_table(spark, settings, EVENTS)
+    with connect(settings) as conn:
+        lines, forgotten = conn.execute(
+            "SELECT (SELECT count(*) FROM event_items WHERE tenant_id = %(t)s"
+            "        AND event_id = %(e)s),"
+            " (SELECT count(*) FROM erased_events WHERE tenant_id = %(t)s AND event_id = %(e)s)",
+            {"t": BETA, "e": late["event_id"]},
+        ).fetchone() or (None, None)
+    assert (lines, forgotten) == (0, 1)
+    assert remaining() == gone
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(
