@@ -8,6 +8,7 @@ raises: whatever a producer sends ends in one of the two.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -114,7 +115,8 @@ def validate_batch(
         topic = raw["topic"][i]
         tenant = tenant_of_topic(topic, topic_template)
         published = raw["publish_time"][i] or ingest_time
-        reason, detail, event = _check(value, tenant, currencies, max_payload_bytes, published)
+        reason, detail, parsed = _check(value, tenant, currencies, max_payload_bytes, published)
+        event, flat = parsed if parsed is not None else (None, empty_flat)
         out["status"].append(VALID if reason is None else QUARANTINED)
         out["reason"].append(reason)
         out["detail"].append(detail)
@@ -125,7 +127,6 @@ def validate_batch(
         out["ingest_time"].append(ingest_time)
         out["key"].append(raw["key"][i])
         out["value"].append(value)
-        flat = empty_flat if event is None else flat_values(event, COLUMNS)
         for name, cell in zip(flat_names, flat, strict=True):
             out[name].append(cell)
         out["items"].append(
@@ -145,33 +146,55 @@ def validate_batch(
     return pa.RecordBatch.from_pydict(out, schema=OUTPUT_SCHEMA)
 
 
-def unstorable_value(path: str, value: object) -> str | None:
-    """Why a parsed value cannot be stored as it is downstream (``<path>: why``), or None.
+def _paths(kind: Any) -> list[tuple[int, str]]:
+    return [(i, ".".join(c.path)) for i, c in enumerate(COLUMNS) if kind(c.type)]
+
+
+_TEXT = _paths(pa.types.is_string)
+_FLOATS = _paths(pa.types.is_floating)
+_MAPS = _paths(pa.types.is_map)
+_TIMES = _paths(pa.types.is_timestamp)
+_ITEM_TEXT = [f.name for f in item_fields() if pa.types.is_string(f.type)]
+# JSON carries U+0000 only as this escape (a raw control character is not JSON).
+_NUL_ESCAPE = b"\\u0000"
+
+
+def unstorable(flat: list[Any], items: Sequence[Any], may_hold_nul: bool) -> str | None:
+    """Why a valid event (its ``flat_values`` and item lines) cannot be stored as it is
+    downstream (``<field path>: why``), or None.
 
     PostgreSQL text holds no NUL character, JSON (and jsonb) no NaN or infinity, and the
     tables keep timestamps in UTC, which a year-1 or year-9999 time with an offset leaves.
+    Text is only searched for NUL when ``may_hold_nul`` (the payload has the escape).
     """
-    if isinstance(value, str):
-        return f"{path}: text contains U+0000 (NUL)" if "\x00" in value else None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"{path}: Input should be a finite number"
-    if isinstance(value, datetime):
-        try:
-            value.astimezone(UTC)
-        except OverflowError:
-            return f"{path}: {value.isoformat()} is out of range in UTC"
+    for i, path in _TIMES:
+        moment = flat[i]
+        if moment is not None and moment.year in (1, 9999):
+            try:
+                moment.astimezone(UTC)
+            except OverflowError:
+                return f"{path}: {moment.isoformat()} is out of range in UTC"
+    for i, path in _FLOATS:
+        if flat[i] is not None and not math.isfinite(flat[i]):
+            return f"{path}: Input should be a finite number"
+    for i, path in _MAPS:
+        for key, value in (flat[i] or {}).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                return f"{path}.{key}: Input should be a finite number"
+    if not may_hold_nul:
         return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            where = f"{path}.{key}" if path else str(key)
-            why = unstorable_value(where, key) or unstorable_value(where, item)
-            if why:
-                return why
-    if isinstance(value, list):
-        for n, item in enumerate(value):
-            why = unstorable_value(f"{path}.{n}", item)
-            if why:
-                return why
+    for i, path in _TEXT:
+        if flat[i] is not None and "\x00" in flat[i]:
+            return f"{path}: text contains U+0000 (NUL)"
+    for i, path in _MAPS:
+        for key in flat[i] or {}:
+            if "\x00" in key:
+                return f"{path}.{key}: text contains U+0000 (NUL)"
+    for n, item in enumerate(items):
+        for name in _ITEM_TEXT:
+            text = getattr(item, name)
+            if text is not None and "\x00" in text:
+                return f"items.{n}.{name}: text contains U+0000 (NUL)"
     return None
 
 
@@ -196,7 +219,8 @@ def _check(
     currencies: dict[str, str],
     max_bytes: int,
     published: datetime,
-) -> tuple[str | None, str | None, Any]:
+) -> tuple[str | None, str | None, tuple[EventV1 | EventV2, list[Any]] | None]:
+    """(reason, detail, None) of a message to quarantine, or (None, None, (event, flat))."""
     if tenant is None or tenant not in currencies:
         return UNKNOWN_TENANT, "the topic belongs to no registered tenant", None
     if value is None:
@@ -210,15 +234,16 @@ def _check(
         return reason, detail, None
     except (ValueError, RecursionError) as error:  # whatever else the parser may raise
         return INVALID_JSON, str(error)[:500], None
-    unstorable = unstorable_value("", event.model_dump())
-    if unstorable is not None:
-        if "finite number" in unstorable:
+    flat = flat_values(event, COLUMNS)
+    why = unstorable(flat, event.items, _NUL_ESCAPE in value)
+    if why is not None:
+        if "finite number" in why:
             # NaN and Infinity literals are not JSON; 1e400 is, but overflows a float.
             try:
                 from_json(value, allow_inf_nan=False)
             except ValueError as error:
                 return INVALID_JSON, f"Invalid JSON: {error}"[:500], None
-        return SCHEMA_VIOLATION, unstorable[:500], None
+        return SCHEMA_VIOLATION, why[:500], None
     implausible = event_time_problem(event.event_time, published)
     if implausible is not None:
         return SCHEMA_VIOLATION, implausible, None
@@ -230,4 +255,4 @@ def _check(
             f"order currency {event.order.currency} != tenant currency {currencies[tenant]}",
             None,
         )
-    return None, None, event
+    return None, None, (event, flat)

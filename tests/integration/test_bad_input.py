@@ -741,7 +741,7 @@ def test_schemathesis_as_a_tenant_finds_no_server_error(api: Api, tmp_path: Path
             "--seed",
             "20261126",
             "--max-time",
-            "30",
+            "20",
             "--report-dir",
             str(tmp_path),
             "--no-color",

@@ -150,6 +150,7 @@ def _item(**fields: Any) -> bytes:
         (_with(ml_context={"model_scores": {"fraud": "0.5"}}), "schema_violation", "ml_context"),
         # Values no downstream store can hold.
         (_with(session_id="s\x00"), "schema_violation", "session_id: text contains U+0000"),
+        (_item(sku="SKU\x00"), "schema_violation", "items.0.sku: text contains U+0000"),
         (
             _with(ml_context={"model_scores": {"fr\x00ud": 0.5}}),
             "schema_violation",
@@ -188,6 +189,7 @@ def _item(**fields: Any) -> bytes:
         "time-as-number",
         "score-as-string",
         "nul-in-text",
+        "nul-in-item-text",
         "nul-in-map-key",
         "infinite-score",
         "nan-literal",
@@ -228,6 +230,11 @@ def test_event_times_are_plausible_within_a_window_around_the_publish_time(
         assert row["event_time"] == NOW + offset
     else:
         assert str(row["detail"]).startswith(f"event_time: {event_time.isoformat()} is more than")
+
+
+def test_an_escaped_backslash_before_u0000_is_text_not_nul() -> None:
+    (row,) = _run(("acme_shop", _with(session_id="\\u0000")))
+    assert row["status"] == "valid" and row["session_id"] == "\\u0000"
 
 
 def test_sql_and_markup_in_free_text_are_data() -> None:
