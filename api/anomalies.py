@@ -1,7 +1,9 @@
 """Hourly outlier detection with a robust z-score (pure functions).
 
 For each hour, its value (order count or revenue) is compared with the same measure over the
-trailing ``baseline_hours`` hours before it (hours without events count as zero)::
+trailing ``baseline_hours`` hours before it (hours without events count as zero, but hours
+before the tenant's first event are not history: a new tenant is not scored against a zero
+past)::
 
     z = 0.6745 * (x - median) / MAD        (MAD: median absolute deviation of the baseline)
 
@@ -47,16 +49,21 @@ def robust_z(value: float, baseline: Sequence[float]) -> float | None:
 
 
 def hourly_outliers(
-    values: Sequence[float], first: int, baseline_hours: int, threshold: float
+    values: Sequence[float],
+    first: int,
+    baseline_hours: int,
+    threshold: float,
+    history_from: int = 0,
 ) -> list[Outlier]:
     """Outliers among ``values[first:]``, each scored against the hours just before it.
 
-    ``values`` is one value per consecutive hour; the ``first`` hours are history only.
+    ``values`` is one value per consecutive hour; the ``first`` hours are history only, and
+    hours before ``history_from`` (before the tenant existed) are not history at all.
     Hours with fewer than ``baseline_hours // 2`` hours of history are not scored.
     """
     found: list[Outlier] = []
     for index in range(first, len(values)):
-        baseline = values[max(0, index - baseline_hours) : index]
+        baseline = values[max(history_from, index - baseline_hours) : index]
         if len(baseline) < baseline_hours // 2:
             continue
         z = robust_z(values[index], baseline)

@@ -14,17 +14,20 @@ from api.models import AnomaliesResponse, FraudAnomaly, Granularity, HourlyAnoma
 from api.ranges import check_buckets, check_range
 
 router = APIRouter(tags=["anomalies"])
+HOUR = timedelta(hours=1)
 
+# UTC hours are unions of the speed layer's 15-minute slots.
 HOURLY_SQL = """
 SELECT h AS hour,
        coalesce(sum(m.events), 0)::double precision AS orders,
        coalesce(sum(m.amount), 0)::double precision AS revenue
 FROM generate_series($2::timestamptz, $3::timestamptz - interval '1 hour', interval '1 hour') AS h
-LEFT JOIN stream_minute_metrics m
+LEFT JOIN stream_slot_metrics m
   ON m.tenant_id = $1 AND m.event_type = 'purchase'
- AND m.minute >= h AND m.minute < h + interval '1 hour'
+ AND m.slot >= h AND m.slot < h + interval '1 hour'
 GROUP BY h ORDER BY h
 """
+FIRST_SLOT_SQL = "SELECT min(slot) FROM stream_slot_metrics WHERE tenant_id = $1"
 FRAUD_SQL = """
 SELECT event_id, event_time, event_type, customer_customer_id AS customer_id,
        (ml_context_model_scores ->> 'fraud')::double precision AS fraud_score
@@ -68,11 +71,23 @@ async def anomalies(
         )
         fraud_rows = await conn.fetch(FRAUD_SQL, tenant_id, start, end, threshold, limit)
         hours = await conn.fetch(HOURLY_SQL, tenant_id, history_start, hours_end)
+        first_slot = await conn.fetchval(FIRST_SLOT_SQL, tenant_id)
     history = settings.anomaly_baseline_hours
+    # The hour of the tenant's first event: hours before it are not its history.
+    since = next(
+        (
+            i
+            for i, row in enumerate(hours)
+            if first_slot is not None and row["hour"] + HOUR > first_slot
+        ),
+        len(hours),
+    )
     hourly: list[HourlyAnomaly] = []
     for measure in ("orders", "revenue"):
         values = [float(row[measure]) for row in hours]
-        for found in hourly_outliers(values, history, history, settings.anomaly_z_threshold):
+        for found in hourly_outliers(
+            values, history, history, settings.anomaly_z_threshold, history_from=since
+        ):
             hourly.append(
                 HourlyAnomaly(
                     hour_start=hours[found.index]["hour"],

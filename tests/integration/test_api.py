@@ -355,11 +355,17 @@ def test_hourly_outliers_are_found_against_a_trailing_baseline(
         rows.append((tenant, at + timedelta(minutes=7), "purchase", orders, orders * 25, orders))
     with connect(platform) as conn:
         with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO stream_minute_metrics (tenant_id, minute, event_type, events, amount, "
-                "items) VALUES (%s, %s, %s, %s, %s, %s)",
-                rows,
-            )
+            # As the sink writes them: per minute and per 15-minute slot.
+            slots = [(t, at.replace(minute=at.minute // 15 * 15), *rest) for t, at, *rest in rows]
+            for table, column, values in (
+                ("stream_minute_metrics", "minute", rows),
+                ("stream_slot_metrics", "slot", slots),
+            ):
+                cur.executemany(
+                    f"INSERT INTO {table} (tenant_id, {column}, event_type, events, amount, "
+                    "items) VALUES (%s, %s, %s, %s, %s, %s)",
+                    values,
+                )
         conn.commit()
     body = api.get("/anomalies", api.admin, tenant_id=tenant,
                    start=(start + timedelta(hours=180)).isoformat(),

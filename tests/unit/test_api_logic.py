@@ -110,3 +110,16 @@ def test_openapi_declares_problem_documents_for_errors() -> None:
     assert set(metrics["422"]["content"]) == {"application/problem+json"}
     assert set(metrics["200"]["content"]) == {"application/json"}
     assert "/internal/metrics" not in spec["paths"]
+
+
+def test_hours_before_a_tenant_existed_are_not_its_history() -> None:
+    # A tenant whose first event came at hour 30, steady at 5 orders an hour ever since.
+    values = [0.0] * 30 + [5.0 + (i % 2) for i in range(40)]
+    # Against zero-filled history every early hour would look like a spike...
+    assert hourly_outliers(values, first=30, baseline_hours=24, threshold=3.5)
+    # ...against its own history none is, and no hour with under 12 hours of it is scored.
+    found = hourly_outliers(values, first=30, baseline_hours=24, threshold=3.5, history_from=30)
+    assert found == []
+    values[60] = 50.0
+    found = hourly_outliers(values, first=30, baseline_hours=24, threshold=3.5, history_from=30)
+    assert [o.index for o in found] == [60]
