@@ -8,7 +8,7 @@ raises: whatever a producer sends ends in one of the two.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -146,7 +146,7 @@ def validate_batch(
     return pa.RecordBatch.from_pydict(out, schema=OUTPUT_SCHEMA)
 
 
-def _paths(kind: Any) -> list[tuple[int, str]]:
+def _paths(kind: Callable[[Any], bool]) -> list[tuple[int, str]]:
     return [(i, ".".join(c.path)) for i, c in enumerate(COLUMNS) if kind(c.type)]
 
 
