@@ -11,7 +11,6 @@ from pydantic import AwareDatetime
 from api.analytics import FRESHNESS_SQL, metrics_for
 from api.deps import Ctx, TenantScope
 from api.models import (
-    Freshness,
     FunnelResponse,
     FunnelStep,
     Granularity,
@@ -71,23 +70,26 @@ async def metrics(
         fresh = await conn.fetchrow(FRESHNESS_SQL, tenant_id, start, end)
     assert fresh is not None
     newest = [t for t in (fresh["speed_newest"], fresh["batch_newest"]) if t is not None]
-    answer = MetricsResponse(
-        tenant_id=tenant_id,
-        start=start,
-        end=end,
-        granularity=granularity,
-        timezone=zone,
-        currency=str(currency),
-        series=series,
-        totals=totals,
-        freshness=Freshness(
-            newest_event_time=max(newest) if newest else None,
-            speed_layer_updated_at=fresh["speed_updated"],
-            batch_loaded_at=fresh["batch_updated"],
-        ),
+    # Validated in one pass by pydantic-core, points included.
+    answer = MetricsResponse.model_validate(
+        {
+            "tenant_id": tenant_id,
+            "start": start,
+            "end": end,
+            "granularity": granularity,
+            "timezone": zone,
+            "currency": str(currency),
+            "series": series,
+            "totals": totals,
+            "freshness": {
+                "newest_event_time": max(newest) if newest else None,
+                "speed_layer_updated_at": fresh["speed_updated"],
+                "batch_loaded_at": fresh["batch_updated"],
+            },
+        }
     )
-    # Serialized by pydantic-core in one pass: FastAPI's response_model path would dump the
-    # 720-point answer to dicts and validate them again.
+    # Serialized by pydantic-core too: FastAPI's response_model path would dump the answer to
+    # dicts and validate it again.
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
