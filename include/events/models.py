@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from include.privacy import CUSTOMER_ID_PATTERN
 from include.tenants import Currency, TenantId
 
 # Money travels as a JSON number with at most two decimals; serialising through float keeps
@@ -57,7 +58,9 @@ class _Strict(BaseModel):
 class Customer(_Strict):
     """Who acted. Only ``customer_id`` is required; the rest may be absent."""
 
-    customer_id: ShortText
+    # An identifier, not free text: the API filters and erases customers by it (GDPR), so it
+    # must be a value an erasure request can name (include.privacy.CUSTOMER_ID_PATTERN).
+    customer_id: Annotated[str, Field(pattern=CUSTOMER_ID_PATTERN.pattern)]
     email: Annotated[str, Field(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
     country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = None
     segment: ShortText | None = None

@@ -44,10 +44,10 @@ HOSTILE_TEXT = {
     "copy-breaker": 'a,"b"\n\\.\nc\td\\N',
     "unicode": "ü😀\u202e\u200bعربي",
 }
-# Free-text fields of the contract (ShortText, no pattern; device.ip only has a maximum length).
+# Free-text fields of the contract (ShortText, no pattern; device.ip only has a maximum length;
+# customer.customer_id has the erasable-id pattern, so it is among the restricted fields).
 FREE_TEXT_FIELDS: list[tuple[str, ...]] = [
     ("session_id",),
-    ("customer", "customer_id"),
     ("customer", "segment"),
     ("device", "os"),
     ("device", "browser"),
@@ -72,6 +72,7 @@ RESTRICTED_FIELDS: list[tuple[tuple[str | int, ...], str, str]] = [
     (("event_id",), SCHEMA_VIOLATION, "event_id:"),
     (("event_type",), SCHEMA_VIOLATION, "event_type:"),
     (("event_time",), SCHEMA_VIOLATION, "event_time:"),
+    (("customer", "customer_id"), SCHEMA_VIOLATION, "customer.customer_id:"),
     (("customer", "email"), SCHEMA_VIOLATION, "customer.email:"),
     (("customer", "country"), SCHEMA_VIOLATION, "customer.country:"),
     (("device", "type"), SCHEMA_VIOLATION, "device.type:"),

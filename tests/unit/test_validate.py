@@ -241,10 +241,26 @@ def test_sql_and_markup_in_free_text_are_data() -> None:
     hostile = "'; DROP TABLE events; --<script>alert(1)</script>"
     event = _purchase()
     event["session_id"] = hostile
-    event["customer"] = dict(event["customer"], customer_id=hostile, segment=hostile)
+    event["customer"] = dict(event["customer"], segment=hostile)
     event["items"] = [dict(event["items"][0], sku=hostile)]
     event["order"] = dict(event["order"], total_amount=event["items"][0]["unit_price"] * 1)
     (row,) = _run(("acme_shop", orjson.dumps(event)))
     assert row["status"] == "valid", row["detail"]
-    assert row["session_id"] == row["customer_customer_id"] == row["customer_segment"] == hostile
+    assert row["session_id"] == row["customer_segment"] == hostile
     assert row["items"][0]["sku"] == hostile
+
+
+def test_a_customer_id_an_erasure_request_could_not_name_is_quarantined() -> None:
+    # The API erases by customer id and accepts only CUSTOMER_ID_PATTERN: an event whose
+    # customer it could never erase must not be stored.
+    refused = []
+    for customer_id in ("'; DROP TABLE events; --", "a b", "_leading", "x" * 201, "ü"):
+        event = _purchase()
+        event["customer"] = dict(event["customer"], customer_id=customer_id)
+        (row,) = _run(("acme_shop", orjson.dumps(event)))
+        refused.append((row["status"], row["reason"], row["detail"].split(":")[0]))
+    assert refused == [("quarantined", "schema_violation", "customer.customer_id")] * 5
+    event = _purchase()
+    event["customer"] = dict(event["customer"], customer_id="Cust-42.a_b@shop:eu+1")
+    (row,) = _run(("acme_shop", orjson.dumps(event)))
+    assert row["status"] == "valid" and row["customer_customer_id"] == "Cust-42.a_b@shop:eu+1"
