@@ -15,7 +15,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON_SYSTEM) -m uv")
         generate bench-generator bench-stream bench-load bench-api reset clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	@command -v $(PYTHON_SYSTEM) >/dev/null || { echo "Python 3.11 is required: install python3.11 (or set PYTHON_SYSTEM=/path/to/python3.11)."; exit 1; }
@@ -48,7 +48,7 @@ status: setup ## Show what runs
 logs: setup ## Follow the services' logs (SERVICE=postgres|pulsar|generator for one)
 	@$(PY) -m include.embedded logs $(SERVICE)
 
-test: setup browser ## Run every test (unit and integration; starts its own services)
+test: setup browser ## Run every test (unit, integration and end-to-end; starts its own services)
 	$(PY) -m pytest
 
 test-unit: setup ## Run the fast unit tests only
@@ -56,6 +56,10 @@ test-unit: setup ## Run the fast unit tests only
 
 test-integration: setup browser ## Run the tests that start real services
 	$(PY) -m pytest -m integration
+
+.PHONY: test-e2e
+test-e2e: setup ## Run the end-to-end test: every component as `make run` starts it, exact numbers
+	$(PY) -m pytest tests/e2e
 
 check: setup ## Lint, format check and type check
 	$(VENV)/bin/ruff check .

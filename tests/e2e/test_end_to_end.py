@@ -1,0 +1,130 @@
+"""The whole platform, end to end, as `make run` starts it (`make test-e2e`).
+
+One run for the module: every component under supervisord on free ports; tenants and their
+tokens created through the API as admin; a seeded mix published for three tenants with the
+project's generator; the stream consumes it; `load_postgres` is triggered through Airflow's
+REST API until its watermarks cover the lake. Then the API, asked with tenant tokens only, and
+the Delta tables, read with DuckDB instead of delta-rs, must hold exactly what the test
+computes from the messages it published.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from generator.messages import DUPLICATE, MALFORMED, TENANT_MISMATCH, UNSUPPORTED_VERSION, VALID
+from tests.e2e.harness import (
+    PROGRAMS,
+    START,
+    TENANTS,
+    Expected,
+    Platform,
+    Published,
+    assert_events,
+    assert_isolation,
+    assert_lake,
+    assert_metrics,
+    assert_usage,
+    build_mix,
+    expected,
+    publish_mix,
+)
+from tests.integration.api_reference import event_time
+
+SEED = 606
+COUNT = 3_000
+log = logging.getLogger(__name__)
+LOGS = Path(__file__).resolve().parents[2] / "test-artifacts" / "e2e-logs"
+# The module's single run is set up inside its first test: time it as a whole, generously
+# (about 4 minutes on an idle 2-core machine; much longer when other jobs share the cores).
+pytestmark = pytest.mark.timeout(1_800)
+
+
+@dataclass
+class Run:
+    """The platform after the run, the tenants' tokens, what was published and expected."""
+
+    platform: Platform
+    tokens: dict[str, str]
+    published: Published
+    expected: Expected
+    pids: dict[str, int]
+
+
+@pytest.fixture(scope="module")
+def run() -> Iterator[Run]:
+    started = time.monotonic()
+
+    def phase(name: str) -> None:  # shown with the test's captured log when it fails
+        log.info("e2e: %s after %.1f s", name, time.monotonic() - started)
+
+    with Platform.start() as platform:
+        try:
+            phase("platform up")
+            pids = {name: platform.pid(name) for name in PROGRAMS}
+            tokens = platform.register_tenants(TENANTS)
+            published = publish_mix(platform.settings, TENANTS, SEED, COUNT)
+            phase("tenants registered, mix published")
+            exp = expected(published)
+            platform.wait_consumed(exp.messages)
+            phase("stream consumed everything")
+            runs = platform.wait_loaded()
+            phase(f"load_postgres runs {runs} loaded everything")
+            yield Run(platform, tokens, published, exp, pids)
+        finally:
+            # The state directory goes with the platform: keep the services' logs to read.
+            shutil.rmtree(LOGS, ignore_errors=True)
+            shutil.copytree(platform.paths.logs, LOGS, dirs_exist_ok=True)
+
+
+def test_the_mix_holds_every_kind_of_message() -> None:
+    messages = build_mix(TENANTS, SEED, COUNT)
+    assert messages == build_mix(TENANTS, SEED, COUNT), "the mix is reproducible from its seed"
+    kinds = Counter(m.kind for m in messages)
+    for kind in (VALID, DUPLICATE, MALFORMED, UNSUPPORTED_VERSION, TENANT_MISMATCH):
+        assert kinds[kind] > 0, kind
+    reasons = {m.reason for m in messages}
+    assert {"currency_mismatch", "schema_violation", "payload_too_large"} <= reasons
+    exp = expected(Published(SEED, TENANTS, tuple(messages)))
+    events = [e for t in TENANTS for e in exp.events[t]]
+    assert {e["schema_version"] for e in events} == {1, 2}
+    assert any(event_time(e) < START for e in events), "late events"
+    assert all(len(exp.events[t]) > 500 for t in TENANTS)
+    assert sum(exp.bronze_rows.values()) > len(events), "duplicates"
+
+
+def test_metrics_totals_and_series_equal_what_was_published(run: Run) -> None:
+    for tenant in TENANTS:
+        assert_metrics(run.platform, run.tokens[tenant], run.expected, tenant)
+
+
+def test_event_pages_serve_each_event_of_the_tenant_once(run: Run) -> None:
+    for tenant in TENANTS:
+        assert_events(run.platform, run.tokens[tenant], run.expected, tenant)
+
+
+def test_usage_counts_ingested_and_quarantined_messages_exactly(run: Run) -> None:
+    for tenant in TENANTS:
+        assert_usage(run.platform, run.tokens[tenant], run.expected, tenant)
+
+
+def test_no_tenant_sees_another_tenants_data(run: Run) -> None:
+    assert_isolation(run.platform, run.tokens, run.expected)
+
+
+def test_the_lake_read_by_another_engine_agrees(run: Run) -> None:
+    assert_lake(run.platform.settings, run.expected)
+
+
+def test_no_component_restarted_during_the_run(run: Run) -> None:
+    now = {name: run.platform.pid(name) for name in PROGRAMS}
+    assert now == run.pids
+    assert all(now.values())
