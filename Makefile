@@ -11,8 +11,8 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON_SYSTEM) -m uv")
 
-.PHONY: help setup browser run stop status logs test test-unit test-integration check format \
-        generate bench-generator bench-stream bench-load bench-api reset clean
+.PHONY: help setup browser run stop status logs test test-unit test-integration test-chaos check format \
+        generate bench-generator bench-stream bench-load bench-api soak bench reset clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,6 +57,9 @@ test-unit: setup ## Run the fast unit tests only
 test-integration: setup browser ## Run the tests that start real services
 	$(PY) -m pytest -m integration
 
+test-chaos: setup ## Run the chaos suite: the end-to-end run with each kind of fault (LAKEHOUSE_CHAOS_SEED to replay)
+	$(PY) -m pytest tests/chaos -m chaos
+
 .PHONY: test-e2e
 test-e2e: setup ## Run the end-to-end test: every component as `make run` starts it, exact numbers
 	$(PY) -m pytest tests/e2e
@@ -86,6 +89,14 @@ bench-load: setup ## Measure load_postgres rows/s against a row-by-row INSERT ba
 BENCH_API_EVENTS ?= 10000000
 bench-api: setup ## Measure /metrics and /events latency at 50 clients on BENCH_API_EVENTS events (own services)
 	$(PY) -m tests.bench.bench_api --events $(BENCH_API_EVENTS)
+
+SOAK_RATE ?= 10000
+SOAK_MINUTES ?= 10
+soak: setup ## Soak: SOAK_RATE events/s for SOAK_MINUTES min with API clients; lag, memory slopes, exact totals (own services)
+	$(PY) -m tests.bench.soak --rate $(SOAK_RATE) --minutes $(SOAK_MINUTES)
+
+bench: setup ## Run every benchmark in a shorter form (about 30 min); write docs/benchmarks/REPORT.md and its plots
+	$(PY) -m tests.bench.report
 
 reset: stop ## Stop and delete all local data (the state directory)
 	@state=$${LAKEHOUSE_STATE_DIR:-.lakehouse}; echo "Deleting $$state"; rm -rf "$$state"

@@ -15,10 +15,11 @@ if TYPE_CHECKING:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test by its folder, so ``-m unit`` and ``-m integration`` select them."""
+    """Mark every test by its folder, so ``-m unit``, ``-m integration`` and ``-m chaos`` select
+    them (``chaos`` is deselected by default: ``make test-chaos`` runs it)."""
     for item in items:
         folder = item.path.parent.name
-        if folder in ("unit", "integration"):
+        if folder in ("unit", "integration", "chaos"):
             item.add_marker(getattr(pytest.mark, folder))
 
 
