@@ -9,13 +9,71 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from fastapi import HTTPException
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("lakehouse.api.access")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+# What the loads committed, as the API's role may read it (one row per analytics table).
+LOAD_WATERMARKS_SQL = (
+    "SELECT target, delta_version, rows_loaded, extract(epoch FROM updated_at)::float8 "
+    "FROM load_watermarks ORDER BY target"
+)
+
+
+@dataclass(frozen=True)
+class LoadWatermark:
+    """One analytics table's load watermark: how far the load_postgres DAG got."""
+
+    target: str
+    delta_version: int
+    rows_loaded: int
+    updated_at: float  # Unix time of the last committed load that moved the watermark
+
+
+class LoadMetrics(Collector):
+    """The load_postgres DAG's progress, read from ``load_watermarks`` at each scrape.
+
+    The load job is a short-lived Spark application that Prometheus cannot scrape; the row it
+    commits with its data is the durable record, so the API exports it."""
+
+    def __init__(self) -> None:
+        self._rows: tuple[LoadWatermark, ...] = ()
+
+    def update(self, rows: Iterable[LoadWatermark]) -> None:
+        """Replace what the next scrape reports."""
+        self._rows = tuple(rows)
+
+    def collect(self) -> Iterator[Metric]:
+        """The load series (declared even before the first load)."""
+        rows = CounterMetricFamily(
+            "lakehouse_load_rows",
+            "Rows the loads inserted into each analytics table since it was created.",
+            labels=["target"],
+        )
+        version = GaugeMetricFamily(
+            "lakehouse_load_watermark_version",
+            "Delta version of the source table the last load committed (moves once per load).",
+            labels=["target"],
+        )
+        last = GaugeMetricFamily(
+            "lakehouse_load_last_success_timestamp_seconds",
+            "Unix time of the last load that committed new data into each analytics table.",
+            labels=["target"],
+        )
+        for row in self._rows:
+            rows.add_metric([row.target], row.rows_loaded)
+            version.add_metric([row.target], row.delta_version)
+            last.add_metric([row.target], row.updated_at)
+        yield from (rows, version, last)
 
 
 class ApiMetrics:
@@ -36,6 +94,8 @@ class ApiMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.loads = LoadMetrics()
+        self.registry.register(self.loads)
 
 
 class RequestObserver:

@@ -11,6 +11,7 @@ from api.db import CONNECTION_ERRORS, DatabaseUnavailableError
 from api.deps import Ctx
 from api.errors import Problem
 from api.models import Health
+from api.observability import LOAD_WATERMARKS_SQL, LoadWatermark
 
 router = APIRouter(tags=["operations"])
 _UNREACHABLE: tuple[type[Exception], ...] = (DatabaseUnavailableError, *CONNECTION_ERRORS)
@@ -50,5 +51,12 @@ async def ready(ctx: Ctx) -> Health:
 
 @router.get("/internal/metrics", summary="Prometheus metrics of the API", include_in_schema=False)
 async def internal_metrics(ctx: Ctx) -> Response:
-    """Request counts and latency histograms per route, in Prometheus text format."""
+    """Request counts and latency histograms per route, and the loads' progress, in Prometheus
+    text format."""
+    try:
+        async with ctx.db.platform() as conn:
+            rows = await conn.fetch(LOAD_WATERMARKS_SQL)
+        ctx.metrics.loads.update(LoadWatermark(*row) for row in rows)
+    except _UNREACHABLE:
+        pass  # the request series still answer; the load series keep their last values
     return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -77,6 +77,7 @@ def _record(table: pa.Table, result: Any, seconds: float) -> None:
     metrics.BATCH_SECONDS.observe(seconds)
     metrics.ROWS_PER_SECOND.set(table.num_rows / max(seconds, 1e-6))
     metrics.LAST_BATCH.set(result.batch_id)
+    metrics.LAST_BATCH_TIME.set_to_current_time()
     lag: dict[str, float] = {}
     now = datetime.now(UTC)
     for tenant, published in zip(

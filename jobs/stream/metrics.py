@@ -21,6 +21,10 @@ LAG_SECONDS = Gauge(
     ["tenant"],
 )
 LAST_BATCH = Gauge("lakehouse_stream_last_batch_id", "Id of the last committed micro-batch")
+LAST_BATCH_TIME = Gauge(
+    "lakehouse_stream_last_batch_timestamp_seconds",
+    "Unix time the last micro-batch committed (the stalled-stream alert compares it with now)",
+)
 
 
 def serve(addr: str) -> None:
