@@ -8,6 +8,8 @@ Pulsar: the load is what is measured), then in the same run:
   the load itself as the job reports it, and over the whole command including JVM start);
 * the baseline: the same driver (psycopg) inserting ``BENCH_BASELINE_ROWS`` silver rows into the
   same ``events`` table with one ``INSERT`` per row, in one transaction.
+
+A Markdown table, then a JSON summary, on stdout.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ from tests.services import embedded_platform, settings_env
 EVENTS_COUNT = int(os.environ.get("BENCH_EVENTS", "1000000"))
 BASELINE_ROWS = int(os.environ.get("BENCH_BASELINE_ROWS", "20000"))
 CHUNK = 50_000
+# Issue #4's targets.
+TARGET_ROWS_PER_S = 100_000.0
+TARGET_SPEEDUP = 10.0  # against the row-by-row baseline
 LOAD_JOB = Path(__file__).resolve().parents[2] / "jobs" / "load" / "job.py"
 
 
@@ -156,6 +161,21 @@ def main() -> None:
           f"{rows / wall:,.0f} ({wall:.1f} s) |")  # fmt: skip
     print(f"| baseline: row-by-row INSERT, rows/s ({BASELINE_ROWS:,} rows) | {base:,.0f} |")
     print(f"| load / baseline | {rate / base:.1f}x |")
+    result = {
+        "events": EVENTS_COUNT,
+        "tables": summaries,
+        "rows": rows,
+        "load_seconds": load_seconds,
+        "rows_per_s": rate,
+        "wall_seconds": wall,
+        "rows_per_s_wall": rows / wall,
+        "baseline_rows": BASELINE_ROWS,
+        "baseline_rows_per_s": base,
+        "speedup": rate / base,
+        "targets": {"rows_per_s": TARGET_ROWS_PER_S, "speedup": TARGET_SPEEDUP},
+        "met": {"rows_per_s": rate >= TARGET_ROWS_PER_S, "speedup": rate / base >= TARGET_SPEEDUP},
+    }
+    print("\n" + orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
 
 
 if __name__ == "__main__":

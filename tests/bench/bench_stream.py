@@ -9,6 +9,8 @@ process) running the real streaming job, each phase with its own tenants, lake a
 2. **Steady rate**: with the job running and warmed up, the generator publishes at each rate of
    ``BENCH_RATES`` for ``BENCH_SECONDS``; the latency of every event is the timestamp of the
    silver Delta commit holding it minus its Pulsar publish time; report p50/p95/max.
+
+Markdown tables, then a JSON summary, on stdout.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ RATES = [int(r) for r in os.environ.get("BENCH_RATES", "10000,2000").split(",") 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "30"))
 TENANTS = ",".join(demo_tenant_ids(4))
 TRIGGER_SECONDS = 0.5
+# Issue #3's targets.
+TARGET_EVENTS_PER_S = 50_000.0  # sustained, Pulsar to silver
+TARGET_P95_S = 2.0  # publish-to-silver p95 latency ...
+TARGET_LATENCY_RATE = 10_000  # ... at this publishing rate
+TARGET_PEAK_BYTES = 1.5e9  # peak memory of the job's processes (1.5 GB)
 
 
 def _memory_by_kind(pid: int) -> dict[str, int]:
@@ -226,14 +233,47 @@ def main() -> None:
             "\n| steady rate (events/s) | published | p50 latency | p95 latency | max | peak PSS |"
         )
         print("| ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
+        runs = []
         for rate in RATES:
             run = steady_phase(spark, settings, rate)
+            runs.append(run)
             print(
                 f"| {run['rate']:,} | {run['sent']:,} ({run['published_rate']:,.0f}/s) | "
                 f"{run['p50']:.2f} s | {run['p95']:.2f} s | {run['max']:.2f} s | "
                 f"{_gib(run['peak']['total'])} |",
                 flush=True,
             )
+    print("\n" + orjson.dumps(_summary(backlog, runs), option=orjson.OPT_INDENT_2).decode())
+
+
+def _summary(backlog: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON summary: what was measured, the targets and whether each is met."""
+    sizes, peak = backlog["sizes"], backlog["peak"]
+    at_target = [r for r in runs if r["rate"] == TARGET_LATENCY_RATE]
+    peak_bytes = max([peak["total"], *(r["peak"]["total"] for r in runs)])
+    return {
+        "events": backlog["summary"]["sent"],
+        "average_payload_bytes": backlog["summary"]["average_payload_bytes"],
+        "max_batch": BATCH,
+        "backlog_events_per_s": backlog["rate"],
+        "micro_batches": len(sizes),
+        "peak_memory_bytes": peak,
+        "steady": [
+            {k: v for k, v in r.items() if k != "peak"} | {"peak_memory_bytes": r["peak"]["total"]}
+            for r in runs
+        ],
+        "targets": {
+            "events_per_s": TARGET_EVENTS_PER_S,
+            "p95_s": TARGET_P95_S,
+            "p95_at_rate": TARGET_LATENCY_RATE,
+            "peak_memory_bytes": TARGET_PEAK_BYTES,
+        },
+        "met": {
+            "events_per_s": backlog["rate"] >= TARGET_EVENTS_PER_S,
+            "p95_s": bool(at_target) and at_target[0]["p95"] < TARGET_P95_S,
+            "peak_memory_bytes": peak_bytes < TARGET_PEAK_BYTES,
+        },
+    }
 
 
 def _gib(size: int) -> str:
