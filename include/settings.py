@@ -94,6 +94,9 @@ class Settings(BaseSettings):
         "127.0.0.1:9651", description="Loopback address of the streaming job's Prometheus metrics."
     )
 
+    airflow_host: str = Field(
+        "127.0.0.1", description="Host of the Airflow REST API (the API triggers erasures there)."
+    )
     airflow_port: int = Field(8080, description="Port of the Airflow UI and REST API.")
     airflow_parallelism: int = Field(
         4, gt=0, description="Airflow tasks running at once (LocalExecutor)."
@@ -207,7 +210,7 @@ class Settings(BaseSettings):
     @property
     def airflow_url(self) -> str:
         """Base URL of the Airflow UI and REST API."""
-        return f"http://127.0.0.1:{self.airflow_port}"
+        return f"http://{self.airflow_host}:{self.airflow_port}"
 
     @property
     def lake_dir(self) -> Path:
