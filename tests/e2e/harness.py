@@ -61,7 +61,7 @@ LOAD_DAG = "load_postgres"
 # Sessions end 7 s apart from here on; late ones are shifted back by 1 hour to 3 days.
 START = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 FAULTS = FaultShares(duplicate=0.05, malformed=0.02, unsupported_version=0.02, tenant_mismatch=0.03)
-# Loads analyze what each run added; targets and the lake tables they read.
+# load_postgres: each target (load_watermarks.target) and the lake table it loads from.
 LOAD_SOURCES = {"events": "silver", "event_items": "event_items"}
 
 
@@ -100,13 +100,14 @@ class Platform:
     def start(cls, **overrides: object) -> Iterator[Platform]:
         """Start every program of ``PROGRAMS``; stop them all and delete the state on exit.
 
-        Defaults keep a run short: a 1 s stream trigger, and ``load_postgres`` runs only when
-        triggered (``wait_loaded`` does), so no scheduled run queues in front of a test's.
+        Defaults keep a run short: a 1 s stream trigger; ``load_postgres`` runs only when
+        triggered (``wait_loaded`` does), so no scheduled run queues in front of a test's; two
+        Airflow task slots (LocalExecutor forks one worker per slot at start, on 2 cores).
         """
         values: dict[str, object] = {
             "stream_trigger_seconds": 1.0,
             "load_schedule": "0 0 1 1 *",
-            "stream_max_records_per_batch": 2_000,
+            "airflow_parallelism": 2,
         }
         values.update(overrides)
         with embedded_platform(apps=APPS, **values) as settings:
