@@ -275,8 +275,9 @@ def target_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                    f"{_num(d['heartbeat_lag_max_s'], 1)} s", bool(d["lag_bounded"])),
         "soak")  # fmt: skip
     add("#6", "soak: memory of every process flat",
-        lambda d: ("; ".join(f"{k} {v['slope_second_half_mib_per_min']:+.1f}"
-                             for k, v in d["memory"].items()) + " MiB/min",
+        lambda d: ("PSS slopes over the second half: "
+                   + "; ".join(f"{k} {v['pss_slope_second_half_mib_per_min']:+.1f}"
+                               for k, v in d["memory"].items()) + " MiB/min",
                    bool(d["memory_flat"])), "soak")  # fmt: skip
     add("#6", "soak: no API errors",
         lambda d: (", ".join(f"`/{k}` {v['errors']} of {_num(v['requests'])}"
@@ -404,10 +405,13 @@ def soak_notes(soak: dict[str, Any]) -> list[str]:
         "It is **bounded** when its least-squares slope over the second half of publishing is at "
         "most 1 % of the publishing rate. The heartbeat lag is the stream's own: commit time "
         "minus the oldest publish time in its last batch.",
-        "- **Memory flat**: least-squares slope of each supervised program's RSS (process and "
-        "descendants; a `load_postgres` task's Spark job is counted apart and not judged) over the "
-        "second half of the loaded phase (publishing and draining), at most 2 MiB/min or 0.5 % of "
-        "its mean RSS per minute.",
+        "- **Memory flat**: least-squares slopes of each supervised program's RSS and PSS "
+        "(process and descendants; a `load_postgres` task's Spark job is counted apart and not "
+        "judged) over the second half of the loaded phase (publishing and draining). Flat when "
+        "the PSS slope is at most 2 MiB/min or 0.5 % of the mean PSS per minute: PSS splits "
+        "shared pages between the processes sharing them, while RSS counts every shared page a "
+        'process touched (a PostgreSQL backend reading more of the shared buffers "grows" '
+        "without using more memory). Both slopes are in the soak's table.",
         "- **Exact totals**: after the stream drained (and, with Airflow, a last `load_postgres` "
         "run), per tenant the distinct valid events the generators published equal the speed "
         "layer, the `/metrics` totals through a tenant token, the silver table's distinct event "
@@ -582,7 +586,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add = parser.add_argument
     add("--generator-events", type=int, default=200_000, help="bench_generator BENCH_COUNT")
-    add("--stream-events", type=int, default=100_000, help="bench_stream BENCH_EVENTS")
+    add("--stream-events", type=int, default=150_000, help="bench_stream BENCH_EVENTS")
     add("--stream-seconds", type=int, default=20, help="bench_stream BENCH_SECONDS per rate")
     add("--load-events", type=int, default=200_000, help="bench_load BENCH_EVENTS")
     add("--load-baseline-rows", type=int, default=10_000, help="bench_load BENCH_BASELINE_ROWS")
