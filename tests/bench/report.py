@@ -333,7 +333,8 @@ def render(results: dict[str, Any], soak: dict[str, Any] | None, out_dir: Path) 
         "again and rewrites this file, its plots and `results.json`. Every number below was "
         "measured in that one run; nothing is copied from earlier runs. The benchmarks ran in "
         "shorter forms than their defaults (commands below); `docs/performance.md` explains "
-        "each measure and what bounds it.",
+        "each measure and what bounds it. The machine has 2 cores: a load average well above 2 "
+        "means other work shared it while the benchmarks ran.",
         "",
         "## Machine",
         "",
@@ -351,6 +352,10 @@ def render(results: dict[str, Any], soak: dict[str, Any] | None, out_dir: Path) 
         "| load average at start (1, 5, 15 min) | "
         + ", ".join(f"{x:.2f}" for x in m["load_average_at_start"])
         + " |",
+        "| load average at the end | "
+        + ", ".join(f"{x:.2f}" for x in m.get("load_average_at_end", ()))
+        + " |",
+        f"| duration of all benchmarks | {_num(m.get('minutes'), 1)} min |",
         "",
         "## Targets",
         "",
@@ -395,7 +400,9 @@ def render(results: dict[str, Any], soak: dict[str, Any] | None, out_dir: Path) 
 def soak_notes(soak: dict[str, Any]) -> list[str]:
     """How the soak's criteria are defined, and what bounded it."""
     cpu = soak.get("cpu_cores_while_publishing", {})
-    busiest = sorted(((v, k) for k, v in cpu.items() if not k.startswith("machine")), reverse=True)
+    busiest = sorted(
+        ((v, k) for k, v in cpu.items() if k not in ("machine (all processes)",)), reverse=True
+    )
     machine = cpu.get("machine (all processes)")
     lines = [
         "## Soak: definitions and what bounds it",
@@ -624,6 +631,8 @@ def main(argv: list[str] | None = None) -> None:
             results["runs"][step.name] = run_step(step)
             results_file.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
         _log(f"benchmarks done in {(time.monotonic() - started) / 60:.1f} min")
+        results["machine"]["load_average_at_end"] = os.getloadavg()
+        results["machine"]["minutes"] = (time.monotonic() - started) / 60
     soak = None
     soak_summary = (results["runs"].get("soak") or {}).get("summary")
     if soak_summary and soak_file.exists():

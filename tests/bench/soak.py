@@ -693,9 +693,11 @@ def analyse(
                 # A restarted program's CPU counts from its new start.
                 cpu[name] = cpu.get(name, 0.0) + max(0.0, usage["cpu_s"] - before) / span
         if span > 0:
-            cpu["machine (all processes)"] = (
-                at_stop["machine_busy_s"] - first["machine_busy_s"]
-            ) / span
+            machine = (at_stop["machine_busy_s"] - first["machine_busy_s"]) / span
+            # Whatever else ran on the machine meanwhile (the soak's own sampling and clients, or
+            # another user's work on a shared machine).
+            cpu["not the platform's programs"] = max(0.0, machine - sum(cpu.values()))
+            cpu["machine (all processes)"] = machine
     restarts: dict[str, int] = {}
     last_pid: dict[str, int] = {}
     for sample in samples:
