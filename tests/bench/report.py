@@ -333,8 +333,8 @@ def render(results: dict[str, Any], soak: dict[str, Any] | None, out_dir: Path) 
         "again and rewrites this file, its plots and `results.json`. Every number below was "
         "measured in that one run; nothing is copied from earlier runs. The benchmarks ran in "
         "shorter forms than their defaults (commands below); `docs/performance.md` explains "
-        "each measure and what bounds it. The machine has 2 cores: a load average well above 2 "
-        "means other work shared it while the benchmarks ran.",
+        f"each measure and what bounds it. A load average well above the {m['cores']} cores "
+        "means other work shared the machine while the benchmarks ran.",
         "",
         "## Machine",
         "",
