@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     api_work_mem: str = Field(
         "64MB",
         pattern=r"^[1-9][0-9]*(kB|MB|GB)$",
-        description="PostgreSQL `work_mem` of each API query (distinct counts over events sort in it).",
+        description="`work_mem` of each API query (distinct counts over events sort in it).",
     )
     api_rate_limit_per_minute: int = Field(
         1200, gt=0, description="Requests per minute one API token may make (429 beyond)."
