@@ -442,7 +442,7 @@ def soak_notes(soak: dict[str, Any]) -> list[str]:
                 "The cores were saturated: the stream shares them with the generators, the "
                 "broker, PostgreSQL, the API and Airflow's loads, and its own cost per event "
                 "(validation and the driver-side sink, `docs/performance.md`) bounds it below the "
-                "rate, so the backlog grows for as long as publishing lasts and drains afterwards."
+                "rate, so the backlog grows for as long as publishing lasts."
             )
         else:
             text += (
@@ -450,6 +450,20 @@ def soak_notes(soak: dict[str, Any]) -> list[str]:
                 "fixed cost per micro-batch and its serial driver-side sink, "
                 "`docs/performance.md`)."
             )
+        if not soak["drained"]:
+            samples = sorted(soak.get("samples", []), key=lambda x: x["t"])
+            drain = [x for x in samples if x["phase"] == "drain"]
+            if len(drain) >= 2:
+                rate = (drain[-1]["consumed"] - drain[0]["consumed"]) / (
+                    drain[-1]["t"] - drain[0]["t"]
+                )
+                text += (
+                    f" It did not drain within the {soak['config']['drain_timeout']:.0f} s the "
+                    f"soak waits: {_num(drain[-1]['consumed'])} of {_num(soak['published'])} "
+                    f"messages committed, {_num(rate)} messages/s over the drain phase (from its "
+                    "samples); the totals above are therefore a snapshot, not a check of the "
+                    "drained state."
+                )
         lines.append(text)
     restarts = soak.get("restarts") or {}
     lines.append(
