@@ -647,6 +647,10 @@ def analyse(
     drain_rate = None
     if t_drained is not None and consumed_total is not None and t_drained > t_at_stop:
         drain_rate = (consumed_total - consumed_at_stop) / (t_drained - t_at_stop)
+    else:  # not drained: the rate over the drain phase it waited through
+        drain = [s for s in samples if s["phase"] == "drain"]
+        if drain and drain[-1]["t"] > t_at_stop:
+            drain_rate = (drain[-1]["consumed"] - consumed_at_stop) / (drain[-1]["t"] - t_at_stop)
     heartbeat = [s["heartbeat_lag_s"] for s in publish if s["heartbeat_lag_s"] is not None]
     lags = [s["lag_messages"] for s in loaded]
     memory = {}
