@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -59,3 +62,35 @@ def wait_until_authenticated(base: str, token: str, timeout_s: float = 30) -> No
             return
         time.sleep(0.2)
     raise AssertionError(f"the API never accepted the admin token: {response.text}")
+
+
+def run_schemathesis(
+    base: str, token: str, *, seed: int, max_examples: int, max_seconds: int, workdir: Path
+) -> subprocess.CompletedProcess[str]:
+    """Fuzz the served OpenAPI schema with ``token``: no 5xx, responses match the schema and
+    their content type. ``workdir`` keeps its example database and reports out of the checkout."""
+    return subprocess.run(
+        [
+            str(Path(sys.executable).parent / "schemathesis"),
+            "run",
+            f"{base}/openapi.json",
+            "--header",
+            f"Authorization: Bearer {token}",
+            "--checks",
+            "not_a_server_error,response_schema_conformance,content_type_conformance",
+            "--max-examples",
+            str(max_examples),
+            "--seed",
+            str(seed),
+            "--max-time",
+            str(max_seconds),
+            "--report-dir",
+            str(workdir),
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=max_seconds * 4,
+        check=False,
+        cwd=workdir,
+    )

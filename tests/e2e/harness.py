@@ -46,7 +46,12 @@ from include.settings import Settings
 from include.tenants import topic_for
 from tests.airflow_api import AirflowApi
 from tests.e2e import lake_reader
-from tests.integration.api_reference import as_reference, event_time, expected_metrics
+from tests.integration.api_reference import (
+    ZERO_MEASURES,
+    as_reference,
+    event_time,
+    expected_metrics,
+)
 from tests.integration.stream_fixtures import REASON_OF_KIND, hand_made_bad_messages
 from tests.services import embedded_platform
 
@@ -423,20 +428,6 @@ def expected(published: Published) -> Expected:
 
 # -- checking the end state ----------------------------------------------------------------------
 
-_ZERO = {
-    "events": 0,
-    "events_by_type": {},
-    "orders": 0,
-    "revenue": "0.00",
-    "refunds": "0.00",
-    "items_sold": 0,
-    "average_order_value": None,
-    "sessions": 0,
-    "purchasing_sessions": 0,
-    "conversion_rate": None,
-    "unique_customers": 0,
-}
-
 
 def assert_end_state(platform: Platform, tokens: dict[str, str], exp: Expected) -> None:
     """Everything: the API's answers to tenant tokens, tenant isolation, and the lake."""
@@ -487,7 +478,7 @@ def assert_metrics(platform: Platform, token: str, exp: Expected, tenant: str) -
         starts = [datetime.fromisoformat(p["bucket_start"]) for p in body["series"]]
         assert starts == sorted(served), f"{label}: buckets in order, each once"
         assert set(buckets) <= set(served), f"{label}: every bucket with events is served"
-        empty = as_reference({**body["totals"], **_ZERO})
+        empty = as_reference({**body["totals"], **ZERO_MEASURES})
         for bucket, point in served.items():
             assert as_reference(point) == buckets.get(bucket, empty), f"{label} {bucket}"
         if number == 0:  # the whole range: every distinct event, all revenue

@@ -87,3 +87,19 @@ def as_reference(api_values: dict[str, Any]) -> dict[str, Any]:
         if out[key] is not None:
             out[key] = Decimal(out[key])
     return out
+
+
+# The measures of a bucket without events, as the API serves them.
+ZERO_MEASURES: dict[str, Any] = {
+    "events": 0,
+    "events_by_type": {},
+    "orders": 0,
+    "revenue": "0.00",
+    "refunds": "0.00",
+    "items_sold": 0,
+    "average_order_value": None,
+    "sessions": 0,
+    "purchasing_sessions": 0,
+    "conversion_rate": None,
+    "unique_customers": 0,
+}

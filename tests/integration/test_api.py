@@ -7,8 +7,6 @@ Reference answers come from the published events, computed in Python.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -31,8 +29,13 @@ from include.settings import Settings
 from include.tenants import topic_for
 from include.warehouse.tables import EVENT_ITEMS, EVENTS
 from jobs.load.loader import load_table
-from tests.api_server import serve_api, wait_until_authenticated
-from tests.integration.api_reference import as_reference, event_time, expected_metrics
+from tests.api_server import run_schemathesis, serve_api, wait_until_authenticated
+from tests.integration.api_reference import (
+    ZERO_MEASURES,
+    as_reference,
+    event_time,
+    expected_metrics,
+)
 from tests.integration.stream_fixtures import (
     Reference,
     publish_mix,
@@ -114,26 +117,11 @@ def _compare_metrics(api: Api, body: dict[str, Any], start: datetime, end: datet
     assert as_reference(body["totals"]) == totals
     served = {datetime.fromisoformat(p["bucket_start"]): as_reference(p) for p in body["series"]}
     assert set(buckets) <= set(served), "every bucket with events is in the series"
-    empty = as_reference({**body["totals"], **_ZERO})
+    empty = as_reference({**body["totals"], **ZERO_MEASURES})
     for bucket, values in served.items():
         assert values == buckets.get(bucket, empty), f"bucket {bucket}"
     starts = sorted(served)
     assert starts == [datetime.fromisoformat(p["bucket_start"]) for p in body["series"]]
-
-
-_ZERO = {
-    "events": 0,
-    "events_by_type": {},
-    "orders": 0,
-    "revenue": "0.00",
-    "refunds": "0.00",
-    "items_sold": 0,
-    "average_order_value": None,
-    "sessions": 0,
-    "purchasing_sessions": 0,
-    "conversion_rate": None,
-    "unique_customers": 0,
-}
 
 
 def test_hourly_metrics_equal_the_reference_from_raw_events(api: Api) -> None:
@@ -614,29 +602,8 @@ def test_erasure_removes_the_customer_from_postgres_and_loads_never_bring_it_bac
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     api: Api, tmp_path: Path
 ) -> None:
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "schemathesis"),
-            "run",
-            f"{api.base}/openapi.json",
-            "--header",
-            f"Authorization: Bearer {api.admin}",
-            "--checks",
-            "not_a_server_error,response_schema_conformance,content_type_conformance",
-            "--max-examples",
-            "10",
-            "--seed",
-            "20261125",
-            "--max-time",
-            "75",
-            "--report-dir",
-            str(tmp_path),
-            "--no-color",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,  # its example database and reports stay out of the checkout
+    result = run_schemathesis(
+        api.base, api.admin, seed=20261125, max_examples=10, max_seconds=75, workdir=tmp_path
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 

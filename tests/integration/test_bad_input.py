@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,7 +36,7 @@ from include.tenants import register_tenant, topic_for
 from include.warehouse.tables import EVENT_ITEMS, EVENTS
 from jobs.load.loader import load_table
 from jobs.stream.job import start_stream
-from tests.api_server import serve_api, wait_until_authenticated
+from tests.api_server import run_schemathesis, serve_api, wait_until_authenticated
 from tests.integration.bad_messages import (
     FREE_TEXT_FIELDS,
     HOSTILE_TEXT,
@@ -727,29 +725,12 @@ def test_schemathesis_as_a_tenant_finds_no_server_error(api: Api, tmp_path: Path
     # test_api.py fuzzes as admin over its own data; this run fuzzes as a tenant, over events
     # full of hostile text, with its own fixed seed and a time budget. It runs last: with a
     # real tenant token it may erase that tenant's customers (found in /events responses).
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "schemathesis"),
-            "run",
-            f"http://127.0.0.1:{api.port}/openapi.json",
-            "--header",
-            f"Authorization: Bearer {api.tenant}",
-            "--checks",
-            "not_a_server_error,response_schema_conformance,content_type_conformance",
-            "--max-examples",
-            "8",
-            "--seed",
-            "20261126",
-            "--max-time",
-            "20",
-            "--report-dir",
-            str(tmp_path),
-            "--no-color",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-        cwd=tmp_path,  # its example database and reports stay out of the checkout
+    result = run_schemathesis(
+        f"http://127.0.0.1:{api.port}",
+        api.tenant,
+        seed=20261126,
+        max_examples=8,
+        max_seconds=20,
+        workdir=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
