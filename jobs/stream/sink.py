@@ -37,6 +37,23 @@ QUARANTINE = "quarantine"
 TABLES = (BRONZE, SILVER, ITEMS, QUARANTINE)
 _META = ["topic", "message_id", "publish_time", "ingest_time"]
 
+
+def _add_sums(table: str, column: str, bucket: str) -> str:
+    """An upsert adding the fresh events' counts and sums per (tenant, ``bucket``, type)."""
+    return f"""
+    INSERT INTO {table} AS m (tenant_id, {column}, event_type, events, amount, items)
+    SELECT b.tenant_id, {bucket}, b.event_type, count(*),
+           coalesce(sum(b.amount), 0), coalesce(sum(b.items), 0)
+    FROM batch_events b JOIN fresh USING (tenant_id, event_id)
+    GROUP BY 1, 2, 3
+    ON CONFLICT (tenant_id, {column}, event_type) DO UPDATE SET
+        events = m.events + excluded.events,
+        amount = m.amount + excluded.amount,
+        items = m.items + excluded.items,
+        updated_at = now()
+    RETURNING 1"""
+
+
 # Counts a batch's events once (first sight of (tenant, event id)) into the minute and slot
 # aggregates of the speed layer; returns (new events, minute rows, slot rows).
 COUNT_NEW_EVENTS_SQL = f"""
@@ -45,32 +62,8 @@ WITH fresh AS (
     SELECT tenant_id, event_id, %(app)s, %(batch)s FROM batch_events
     ON CONFLICT DO NOTHING
     RETURNING tenant_id, event_id
-), added AS (
-    INSERT INTO stream_minute_metrics AS m
-        (tenant_id, minute, event_type, events, amount, items)
-    SELECT b.tenant_id, b.minute, b.event_type, count(*),
-           coalesce(sum(b.amount), 0), coalesce(sum(b.items), 0)
-    FROM batch_events b JOIN fresh USING (tenant_id, event_id)
-    GROUP BY 1, 2, 3
-    ON CONFLICT (tenant_id, minute, event_type) DO UPDATE SET
-        events = m.events + excluded.events,
-        amount = m.amount + excluded.amount,
-        items = m.items + excluded.items,
-        updated_at = now()
-    RETURNING 1
-), slotted AS (
-    INSERT INTO stream_slot_metrics AS m
-        (tenant_id, slot, event_type, events, amount, items)
-    SELECT b.tenant_id, {slot_of("b.minute")}, b.event_type, count(*),
-           coalesce(sum(b.amount), 0), coalesce(sum(b.items), 0)
-    FROM batch_events b JOIN fresh USING (tenant_id, event_id)
-    GROUP BY 1, 2, 3
-    ON CONFLICT (tenant_id, slot, event_type) DO UPDATE SET
-        events = m.events + excluded.events,
-        amount = m.amount + excluded.amount,
-        items = m.items + excluded.items,
-        updated_at = now()
-    RETURNING 1
+), added AS ({_add_sums("stream_minute_metrics", "minute", "b.minute")}
+), slotted AS ({_add_sums("stream_slot_metrics", "slot", slot_of("b.minute"))}
 )
 SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM added),
        (SELECT count(*) FROM slotted)
