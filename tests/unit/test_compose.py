@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml  # type: ignore[import-untyped]  # PyYAML comes with Airflow; no stubs installed
+import yaml
 
 from include.settings import Settings
 
