@@ -234,6 +234,15 @@ def _check(
         return reason, detail, None
     except (ValueError, RecursionError) as error:  # whatever else the parser may raise
         return INVALID_JSON, str(error)[:500], None
+    if (
+        event.schema_version == 1
+        and b"true" in value
+        and from_json(value).get("schema_version") is True
+    ):
+        # The union picks the model by its tag, and True == 1 as a tag: strict validation of the
+        # Literal alone lets `"schema_version": true` through. Only payloads that could hold it
+        # pay for this second parse.
+        return SCHEMA_VIOLATION, "schema_version: must be a JSON integer, not a boolean", None
     flat = flat_values(event, COLUMNS)
     why = unstorable(flat, event.items, _NUL_ESCAPE in value)
     if why is not None:

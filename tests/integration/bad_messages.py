@@ -275,6 +275,10 @@ def bad_messages(
     for name, path, value, detail in wrong_types:
         kind = f"wrong-type-{name}"
         add(kind, orjson.dumps(_set(base(kind), path, value)), SCHEMA_VIOLATION, detail)
+    # True equals the tag 1; a version 1 event (no marketing) must still be refused.
+    kind = "wrong-type-version-as-bool"
+    event = _set(_drop(base(kind), ("marketing",)), ("schema_version",), True)
+    add(kind, orjson.dumps(event), SCHEMA_VIOLATION, "schema_version: must be a JSON integer")
     add("wrong-type-root-array", b'["wrong-type-root-array"]', SCHEMA_VIOLATION, "<root>:")
     add("wrong-type-root-string", b'"wrong-type-root-string"', SCHEMA_VIOLATION, "<root>:")
     # Required fields missing.

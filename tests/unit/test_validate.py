@@ -264,3 +264,19 @@ def test_a_customer_id_an_erasure_request_could_not_name_is_quarantined() -> Non
     event["customer"] = dict(event["customer"], customer_id="Cust-42.a_b@shop:eu+1")
     (row,) = _run(("acme_shop", orjson.dumps(event)))
     assert row["status"] == "valid" and row["customer_customer_id"] == "Cust-42.a_b@shop:eu+1"
+
+
+def test_a_boolean_schema_version_is_quarantined_even_where_true_equals_1() -> None:
+    flagged = _purchase() | {"processing_flags": {"pii_contains": True, "gdpr_consent": True}}
+    as_bool, as_int = dict(flagged, schema_version=True), dict(flagged, schema_version=1)
+    bad, good = _run(("acme_shop", orjson.dumps(as_bool)), ("acme_shop", orjson.dumps(as_int)))
+    assert (bad["status"], bad["reason"]) == ("quarantined", "schema_violation")
+    assert bad["detail"].startswith("schema_version: must be a JSON integer")
+    assert (good["status"], good["reason"]) == ("valid", None)
+
+
+def test_money_as_a_json_string_is_the_same_exact_value() -> None:
+    event = _purchase()
+    as_string = dict(event, order=dict(event["order"], total_amount="12.10"))
+    (row,) = _run(("acme_shop", orjson.dumps(as_string)))
+    assert row["status"] == "valid" and row["order_total_amount"] == Decimal("12.10")
