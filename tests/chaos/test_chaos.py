@@ -19,6 +19,7 @@ replays it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -130,12 +131,14 @@ class _Timer:
 
     def __init__(self, platform: Platform, fault: Fault, delay_s: float) -> None:
         self.outcome: str | None = None
+        self.fired_at: float | None = None
         self.error: BaseException | None = None
         self._thread = threading.Timer(delay_s, self._fire, args=(platform, fault))
         self._delay_s = delay_s
 
     def _fire(self, platform: Platform, fault: Fault) -> None:
         try:
+            self.fired_at = time.monotonic()
             self.outcome = fault.inject(platform)
             log.info("chaos: %s after %.2f s: %s", fault.name, self._delay_s, self.outcome)
         except BaseException as error:  # reported on the test's thread by join()
@@ -144,12 +147,23 @@ class _Timer:
     def start(self) -> None:
         self._thread.start()
 
-    def join(self) -> str:
+    def join(self) -> tuple[str, float]:
+        """What the fault did and when (``time.monotonic()``) it fired."""
         self._thread.join()
         if self.error is not None:
             raise self.error
-        assert self.outcome is not None
-        return self.outcome
+        assert self.outcome is not None and self.fired_at is not None
+        return self.outcome, self.fired_at
+
+
+def _record_recovery(fault: Fault, outcome: str, seconds: dict[str, float]) -> None:
+    """Log how long each stage took to recover and keep it next to the run's logs, which is
+    where docs/operations.md takes its recovery times from."""
+    log.info("chaos: %s recovered: %s", fault.name, seconds)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    entry = {"fault": fault.name, "seed": SEED, "outcome": outcome, "seconds": seconds}
+    with (LOGS / "recovery.jsonl").open("a") as out:
+        out.write(json.dumps(entry) + "\n")
 
 
 def _wait_for_load_task(timeout_s: float = 600) -> None:
@@ -192,12 +206,18 @@ def test_the_end_state_survives(fault: Fault) -> None:
                 timer = _Timer(platform, fault, rng.uniform(0.0, 5.0))
                 timer.start()
             assert timer is not None
-            outcome = timer.join()
+            outcome, fired_at = timer.join()
             log.info("chaos: injected: %s", outcome)
+            recovery: dict[str, float] = {}
             platform.wait_running(PROGRAMS, timeout_s=600)
+            recovery["all_running"] = round(time.monotonic() - fired_at, 1)
             platform.wait_api(timeout_s=300)
+            recovery["api_ready"] = round(time.monotonic() - fired_at, 1)
             platform.wait_consumed(exp.messages, timeout_s=900)
+            recovery["all_consumed"] = round(time.monotonic() - fired_at, 1)
             platform.wait_loaded(timeout_s=900, max_failed_runs=2)
+            recovery["all_loaded"] = round(time.monotonic() - fired_at, 1)
+            _record_recovery(fault, outcome, recovery)
             assert_end_state(platform, tokens, exp)
         finally:
             target = LOGS / fault.name
