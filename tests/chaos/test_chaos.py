@@ -35,6 +35,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from include.db import connect
 from include.embedded import cli, supervisor
 from tests.e2e.harness import (
     APPS,
@@ -175,6 +176,19 @@ def _wait_for_load_task(timeout_s: float = 600) -> None:
     raise AssertionError("no load_postgres Spark task started")
 
 
+def _wait_first_batch(platform: Platform, timeout_s: float = 600) -> None:
+    """Until the stream has committed a batch: on a busy machine its start can outlast the
+    publishing, and a fault meant for consumption would then only hit a starting job."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with connect(platform.settings) as conn:
+            row = conn.execute("SELECT count(*) FROM stream_batches").fetchone()
+        if row is not None and row[0] > 0:
+            return
+        time.sleep(0.5)
+    raise AssertionError("the stream committed no batch")
+
+
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
 def test_the_end_state_survives(fault: Fault) -> None:
     rng = random.Random(f"{SEED}/{fault.name}")
@@ -196,6 +210,7 @@ def test_the_end_state_survives(fault: Fault) -> None:
                 between_chunks=lambda _index: time.sleep(PAUSE_S),
             )
             if fault.phase == "consuming":
+                _wait_first_batch(platform)
                 timer = _Timer(platform, fault, rng.uniform(0.5, 6.0))
                 timer.start()
             if fault.phase == "loading":
