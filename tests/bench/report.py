@@ -353,9 +353,15 @@ def render(results: dict[str, Any], soak: dict[str, Any] | None, out_dir: Path) 
         + ", ".join(f"{x:.2f}" for x in m["load_average_at_start"])
         + " |",
         "| load average at the end | "
-        + ", ".join(f"{x:.2f}" for x in m.get("load_average_at_end", ()))
+        + (
+            ", ".join(f"{x:.2f}" for x in m["load_average_at_end"])
+            if "load_average_at_end" in m
+            else "not recorded (the run stopped before its end)"
+        )
         + " |",
-        f"| duration of all benchmarks | {_num(m.get('minutes'), 1)} min |",
+        "| duration of all benchmarks | "
+        + (f"{_num(m['minutes'], 1)} min" if "minutes" in m else "not recorded")
+        + " |",
         "",
         "## Targets",
         "",
