@@ -34,6 +34,6 @@ class AppContext:
             limiter=RateLimiter(settings.api_rate_limit_per_minute),
             requests=RequestCounter(),
             metrics=ApiMetrics(),
-            lake_usage=LakeUsage(settings.lake_dir, settings.archive_dir),
+            lake_usage=LakeUsage(settings.lake, settings.archive),
             airflow=AirflowClient(settings),
         )

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 
+from deltalake.exceptions import DeltaError
+
+from include.lake.storage import Location
 from include.lake.usage import stored_bytes
 
 log = logging.getLogger("lakehouse.api.lake_usage")
@@ -15,9 +17,9 @@ log = logging.getLogger("lakehouse.api.lake_usage")
 class LakeUsage:
     """A cached ``include.lake.usage.stored_bytes``."""
 
-    def __init__(self, lake_dir: Path, archive_dir: Path, max_age_s: float = 60.0) -> None:
-        self._lake_dir = lake_dir
-        self._archive_dir = archive_dir
+    def __init__(self, lake: Location, archive: Location, max_age_s: float = 60.0) -> None:
+        self._lake = lake
+        self._archive = archive
         self._max_age_s = max_age_s
         self._value: dict[str, dict[str, int]] = {}
         self._computed_at = float("-inf")
@@ -28,10 +30,9 @@ class LakeUsage:
         async with self._lock:
             if time.monotonic() - self._computed_at > self._max_age_s:
                 try:
-                    self._value = await asyncio.to_thread(
-                        stored_bytes, self._lake_dir, self._archive_dir
-                    )
+                    self._value = await asyncio.to_thread(stored_bytes, self._lake, self._archive)
                     self._computed_at = time.monotonic()
-                except OSError as exc:  # a table being rewritten mid-read: keep the last value
+                except (OSError, DeltaError) as exc:  # a file rewritten mid-read, a store down
+                    # keep the last value
                     log.warning("lake usage not refreshed", extra={"error": repr(exc)})
         return dict(self._value.get(tenant_id, {}))

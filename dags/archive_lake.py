@@ -50,7 +50,7 @@ def archive_lake() -> None:
 
         settings = get_settings()
         before = datetime.now(UTC).date() - timedelta(days=settings.lake_hot_days)
-        moved = archive_old_partitions(settings.lake_dir, table, settings.archive_dir, before)
+        moved = archive_old_partitions(settings.lake, table, settings.archive, before)
         return {
             "table": table,
             "before": before.isoformat(),
@@ -67,7 +67,7 @@ def archive_lake() -> None:
         settings = get_settings()
         return {
             "table": summary["table"],
-            **maintain(settings.lake_dir, summary["table"], settings.lake_vacuum_retention_hours),
+            **maintain(settings.lake, summary["table"], settings.lake_vacuum_retention_hours),
         }
 
     maintain.expand(summary=archive.expand(table=LAKE_TABLES))

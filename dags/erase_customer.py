@@ -97,7 +97,7 @@ def erase_customer() -> None:
                 # Unknown, or inconsistent: retrying cannot help.
                 raise AirflowFailException(str(error)) from error
             lake = erase_customer_from_lake(
-                settings.lake_dir, settings.archive_dir, target.tenant_id, target.customer_id
+                settings.lake, settings.archive, target.tenant_id, target.customer_id
             )
             sweep = complete(conn, request, lake)
         # Counts only: the customer id never reaches XCom or the logs.

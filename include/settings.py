@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from include.lake.storage import Location, S3Connection
 
 DEV_ADMIN_TOKEN = "admin-token"  # noqa: S105 - the documented dev credential, refused outside dev
 DEV_PG_PASSWORD = "lakehouse-dev"  # noqa: S105 - the documented dev credential, refused outside dev
@@ -34,6 +37,34 @@ class Settings(BaseSettings):
         Path(".lakehouse"), description="Where every embedded service keeps its data and logs."
     )
     log_level: str = Field("INFO", description="Log level for every component.")
+
+    lake_uri: str | None = Field(
+        None,
+        description="Root of the Delta tables: a folder or `s3://bucket/prefix`; "
+        "`<state dir>/lake` if unset.",
+    )
+    archive_uri: str | None = Field(
+        None,
+        description="Root of the Parquet archive: a folder or `s3://bucket/prefix`; "
+        "`<state dir>/archive` if unset.",
+    )
+    checkpoint_uri: str | None = Field(
+        None,
+        description="The streaming job's Spark checkpoint: a folder, or `s3a://bucket/prefix` "
+        "where Spark has hadoop-aws; `<state dir>/checkpoints/stream` if unset.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="Endpoint of an S3-compatible store (MinIO: `http://minio:9000`; plain HTTP "
+        "only with an `http://` endpoint); AWS S3 if unset.",
+    )
+    s3_region: str = Field("us-east-1", description="Region of the S3 bucket(s).")
+    s3_access_key_id: str | None = Field(
+        None, description="S3 access key id; the AWS environment's credentials if unset."
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        None, description="S3 secret access key (with `LAKEHOUSE_S3_ACCESS_KEY_ID`)."
+    )
 
     pg_host: str = Field("127.0.0.1", description="PostgreSQL host.")
     pg_port: int = Field(5433, description="PostgreSQL port (5433 avoids a system server).")
@@ -214,18 +245,55 @@ class Settings(BaseSettings):
 
     @property
     def lake_dir(self) -> Path:
-        """Root folder of the Delta tables."""
-        return self.state_dir.expanduser().resolve() / "lake"
+        """Root folder of the Delta tables, when the lake is a local folder."""
+        return self.lake.path
 
     @property
     def archive_dir(self) -> Path:
-        """Root folder of the Parquet archive of old lake partitions."""
-        return self.state_dir.expanduser().resolve() / "archive"
+        """Root folder of the Parquet archive, when the archive is a local folder."""
+        return self.archive.path
+
+    @property
+    def s3(self) -> S3Connection:
+        """How to reach the S3-compatible store of any ``s3://`` location."""
+        from include.lake.storage import S3Connection
+
+        secret = self.s3_secret_access_key
+        return S3Connection(
+            endpoint_url=self.s3_endpoint_url,
+            region=self.s3_region,
+            access_key_id=self.s3_access_key_id,
+            secret_access_key=None if secret is None else secret.get_secret_value(),
+        )
+
+    def _location(self, uri: str | None, default: Path) -> Location:
+        from include.lake.storage import Location
+
+        if uri is None:
+            return Location.of(self.state_dir.expanduser().resolve() / default)
+        return Location.of(uri, self.s3)
+
+    @property
+    def lake(self) -> Location:
+        """Root of the Delta tables (``LAKEHOUSE_LAKE_URI``)."""
+        return self._location(self.lake_uri, Path("lake"))
+
+    @property
+    def archive(self) -> Location:
+        """Root of the Parquet archive of old lake partitions (``LAKEHOUSE_ARCHIVE_URI``)."""
+        return self._location(self.archive_uri, Path("archive"))
+
+    @property
+    def checkpoint(self) -> str:
+        """The streaming job's Spark checkpoint location, as Spark takes it."""
+        if self.checkpoint_uri is None:
+            return str(self.state_dir.expanduser().resolve() / "checkpoints" / "stream")
+        return self._location(self.checkpoint_uri, Path()).uri.replace("s3://", "s3a://", 1)
 
     @property
     def checkpoint_dir(self) -> Path:
-        """The streaming job's Spark checkpoint."""
-        return self.state_dir.expanduser().resolve() / "checkpoints" / "stream"
+        """The streaming job's Spark checkpoint, when it is a local folder."""
+        return self._location(self.checkpoint, Path()).path
 
     @property
     def pulsar_port(self) -> int:

@@ -111,7 +111,7 @@ def _print_summary(settings: Settings) -> None:
         f"  Pulsar       {settings.pulsar_url}   "
         f"metrics: http://{settings.pulsar_metrics_addr}/metrics\n"
         f"  Stream       Spark {settings.spark_master}   "
-        f"metrics: http://{settings.stream_metrics_addr}/metrics   lake: {settings.lake_dir}\n"
+        f"metrics: http://{settings.stream_metrics_addr}/metrics   lake: {settings.lake}\n"
         f"  Generator    {settings.generator_rate:g} events/s for "
         f"{', '.join(settings.demo_tenants)}\n"
         f"  Airflow      http://localhost:{settings.airflow_port}   login: {airflow.UI_USER} / "

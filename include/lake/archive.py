@@ -3,8 +3,8 @@
 For each partition of a Delta table whose date is older than the hot retention:
 
 1. read its rows at one table version ``V``;
-2. write them to ``<archive>/<table>/<col>=<value>/.../part-00000.parquet`` (zstd), through a
-   temporary file and an atomic rename;
+2. write them to ``<archive>/<table>/<col>=<value>/.../part-00000.parquet`` (zstd), atomically
+   (locally a temporary file and a rename; on S3 one put, see ``include.lake.storage``);
 3. read the file back: the row count must equal what was read, and its SHA-256 is recorded in a
    manifest (``<archive>/<table>/_manifest/<partition>.json``) with the count and ``V``;
 4. only then delete the partition from the Delta table **at version V**. If late events were
@@ -18,7 +18,7 @@ same rows plus any late ones) and deleted again.
 
 from __future__ import annotations
 
-import hashlib
+import io
 import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -29,6 +29,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
+
+from include.lake.storage import Location, as_location
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +66,25 @@ def partition_path(partition: dict[str, str], columns: Iterable[str]) -> str:
     return "/".join(f"{c}={partition[c]}" for c in columns)
 
 
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes (what a manifest entry records)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def parquet_bytes(data: pa.Table) -> bytes:
+    """``data`` as one zstd-compressed Parquet file (archive files are written whole)."""
+    buffer = io.BytesIO()
+    pq.write_table(data, buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def parquet_rows(location: Location) -> int:
+    """Row count in a Parquet file's footer."""
+    fs, path = location.filesystem()
+    with fs.open_input_file(path) as handle:
+        return int(pq.ParquetFile(handle).metadata.num_rows)
+
+
+def read_parquet(location: Location, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet file's rows (``columns`` only, if given)."""
+    fs, path = location.filesystem()
+    with fs.open_input_file(path) as handle:
+        return pq.ParquetFile(handle).read(columns=columns)
 
 
 def old_partitions(
@@ -99,20 +113,18 @@ def _predicate(partition: dict[str, str]) -> str:
 
 
 def archive_partition(
-    table: DeltaTable, name: str, partition: dict[str, str], archive_dir: Path
+    table: DeltaTable, name: str, partition: dict[str, str], archive: Location | Path
 ) -> ManifestEntry:
     """Write one partition (at ``table``'s loaded version) to the archive and verify it."""
+    archive = as_location(archive)
     columns = PARTITIONING[name]
     rows = table.to_pyarrow_table(partitions=_filters(partition))
     # Partition columns live in the path, as in the lake.
     data = rows.drop_columns([c for c in columns if c in rows.column_names])
-    folder = archive_dir / name / partition_path(partition, columns)
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / ARCHIVE_FILE
-    temporary = folder / f".{ARCHIVE_FILE}.tmp"
-    pq.write_table(data, temporary, compression="zstd")
-    temporary.replace(target)
-    written = pq.ParquetFile(target).metadata.num_rows
+    relative = f"{name}/{partition_path(partition, columns)}/{ARCHIVE_FILE}"
+    target = archive / relative
+    target.write_bytes(parquet_bytes(data))
+    written = parquet_rows(target)
     if written != rows.num_rows:
         raise ArchiveVerificationError(
             f"{target} holds {written} rows, {rows.num_rows} were written: nothing deleted"
@@ -120,62 +132,59 @@ def archive_partition(
     entry = ManifestEntry(
         table=name,
         partition=partition,
-        file=str(target.relative_to(archive_dir)),
+        file=relative,
         rows=rows.num_rows,
-        sha256=file_sha256(target),
+        sha256=target.sha256(),
         delta_version=table.version(),
         archived_at=datetime.now(UTC).isoformat(),
     )
-    write_manifest(entry, archive_dir)
+    write_manifest(entry, archive)
     return entry
 
 
-def manifest_path(archive_dir: Path, name: str, partition: dict[str, str]) -> Path:
+def manifest_path(archive: Location | Path, name: str, partition: dict[str, str]) -> Location:
     """``<archive>/<table>/_manifest/tenant_id=acme__event_date=2026-11-20.json``."""
     flat = partition_path(partition, PARTITIONING[name]).replace("/", "__")
-    return archive_dir / name / "_manifest" / f"{flat}.json"
+    return as_location(archive) / f"{name}/_manifest/{flat}.json"
 
 
-def write_manifest(entry: ManifestEntry, archive_dir: Path) -> None:
-    """Write (or replace) the manifest entry of one partition, through an atomic rename."""
-    path = manifest_path(archive_dir, entry.table, entry.partition)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(orjson.dumps(asdict(entry), option=orjson.OPT_INDENT_2))
-    temporary.replace(path)
+def write_manifest(entry: ManifestEntry, archive: Location | Path) -> None:
+    """Write (or replace) the manifest entry of one partition, atomically."""
+    path = manifest_path(archive, entry.table, entry.partition)
+    path.write_bytes(orjson.dumps(asdict(entry), option=orjson.OPT_INDENT_2))
 
 
-def read_manifest(path: Path) -> ManifestEntry:
+def read_manifest(path: Location | Path) -> ManifestEntry:
     """The manifest entry stored at ``path``."""
-    return ManifestEntry(**orjson.loads(path.read_bytes()))
+    return ManifestEntry(**orjson.loads(as_location(path).read_bytes()))
 
 
-def verify(entry: ManifestEntry, archive_dir: Path) -> None:
+def verify(entry: ManifestEntry, archive: Location | Path) -> None:
     """Check an archived file against its manifest entry (row count and checksum)."""
-    path = archive_dir / entry.file
+    path = as_location(archive) / entry.file
     if not path.exists():
         raise ArchiveVerificationError(f"{path} is missing")
-    rows = pq.ParquetFile(path).metadata.num_rows
+    rows = parquet_rows(path)
     if rows != entry.rows:
         raise ArchiveVerificationError(f"{path}: {rows} rows, the manifest says {entry.rows}")
-    if file_sha256(path) != entry.sha256:
+    if path.sha256() != entry.sha256:
         raise ArchiveVerificationError(f"{path}: checksum differs from the manifest")
 
 
 def archive_old_partitions(
-    lake_dir: Path, name: str, archive_dir: Path, before: date
+    lake: Location | Path, name: str, archive: Location | Path, before: date
 ) -> list[ManifestEntry]:
     """Archive, verify and then delete from the lake every partition of ``name`` dated before
     ``before``; return the manifest entries of the partitions moved."""
-    uri = str(lake_dir / name)
-    if not DeltaTable.is_deltatable(uri):
+    location = as_location(lake) / name
+    if not location.is_delta_table():
         return []
     moved = []
-    for partition in old_partitions(DeltaTable(uri), PARTITIONING[name], before):
+    for partition in old_partitions(location.delta_table(), PARTITIONING[name], before):
         # One snapshot for reading and deleting each partition: see the module docstring.
-        table = DeltaTable(uri)
-        entry = archive_partition(table, name, partition, archive_dir)
-        verify(entry, archive_dir)
+        table = location.delta_table()
+        entry = archive_partition(table, name, partition, archive)
+        verify(entry, archive)
         table.delete(_predicate(partition))
         log.info(
             "partition archived",
@@ -185,14 +194,14 @@ def archive_old_partitions(
     return moved
 
 
-def maintain(lake_dir: Path, name: str, vacuum_retention_hours: int) -> dict[str, object]:
+def maintain(lake: Location | Path, name: str, vacuum_retention_hours: int) -> dict[str, object]:
     """Compact small files, write a checkpoint, clean up the expired log and vacuum."""
-    uri = str(lake_dir / name)
-    if not DeltaTable.is_deltatable(uri):
+    location = as_location(lake) / name
+    if not location.is_delta_table():
         return {}
-    table = DeltaTable(uri)
+    table = location.delta_table()
     compacted = table.optimize.compact()
-    table = DeltaTable(uri)
+    table = location.delta_table()
     table.create_checkpoint()
     table.cleanup_metadata()
     # delta-rs only lists what it would delete unless dry_run=False.
@@ -203,5 +212,5 @@ def maintain(lake_dir: Path, name: str, vacuum_retention_hours: int) -> dict[str
         "files_added": compacted.get("numFilesAdded"),
         "files_removed": compacted.get("numFilesRemoved"),
         "vacuumed_files": len(removed),
-        "version": DeltaTable(uri).version(),
+        "version": location.delta_table().version(),
     }

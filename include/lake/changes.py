@@ -15,7 +15,8 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import orjson
-from deltalake import DeltaTable
+
+from include.lake.storage import Location, as_location
 
 
 class ChangesUnavailableError(RuntimeError):
@@ -24,31 +25,38 @@ class ChangesUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class AddedFile:
-    """A data file a commit added: absolute path, partition values, row count if known."""
+    """A data file a commit added: path relative to the table, partition values, row count if
+    known."""
 
-    path: Path
+    path: str
     version: int
     partition_values: dict[str, str | None]
     num_records: int | None
 
 
-def current_version(table_dir: Path) -> int | None:
+def current_version(table: Location | Path) -> int | None:
     """The table's latest version, or None when there is no table yet."""
-    if not DeltaTable.is_deltatable(str(table_dir)):
+    location = as_location(table)
+    if not location.is_delta_table():
         return None
-    return DeltaTable(str(table_dir)).version()
+    return location.delta_table().version()
 
 
-def _commit_file(table_dir: Path, version: int) -> Path:
-    return table_dir / "_delta_log" / f"{version:020d}.json"
+def _commit_file(table: Location, version: int) -> Location:
+    return table / f"_delta_log/{version:020d}.json"
 
 
-def added_since(table_dir: Path, after_version: int | None, until_version: int) -> list[AddedFile]:
+def added_since(
+    table: Location | Path, after_version: int | None, until_version: int
+) -> list[AddedFile]:
     """Files added as data changes by commits after ``after_version`` up to ``until_version``."""
+    import pyarrow.fs as pafs
+
+    location = as_location(table)
     first = 0 if after_version is None else after_version + 1
     added: list[AddedFile] = []
     for version in range(first, until_version + 1):
-        commit = _commit_file(table_dir, version)
+        commit = _commit_file(location, version)
         try:
             lines = commit.read_bytes().splitlines()
         except FileNotFoundError as error:
@@ -63,12 +71,7 @@ def added_since(table_dir: Path, after_version: int | None, until_version: int) 
             add = action.get("add")
             if add is None or not add.get("dataChange", True):
                 continue
-            path = table_dir / unquote(add["path"])
-            if not path.exists():
-                raise ChangesUnavailableError(
-                    f"{path}, added by version {version}, is gone (vacuumed): rebuild with the "
-                    "replay DAG"
-                )
+            path = unquote(add["path"])
             stats = orjson.loads(add["stats"]) if add.get("stats") else {}
             added.append(
                 AddedFile(
@@ -77,5 +80,14 @@ def added_since(table_dir: Path, after_version: int | None, until_version: int) 
                     partition_values=dict(add.get("partitionValues") or {}),
                     num_records=stats.get("numRecords"),
                 )
+            )
+    # Every file the commits added must still be readable.
+    fs, root = location.filesystem()
+    infos = fs.get_file_info([f"{root}/{file.path}" for file in added])
+    for file, info in zip(added, infos, strict=True):
+        if info.type == pafs.FileType.NotFound:
+            raise ChangesUnavailableError(
+                f"{location / file.path}, added by version {file.version}, is gone (vacuumed): "
+                "rebuild with the replay DAG"
             )
     return added

@@ -12,7 +12,7 @@ What goes, for ``(tenant, customer id)``:
   whole token (``c_1`` does not match ``c_10``); quarantined payloads may not be JSON at all,
   so this is a byte-level match, not a parse;
 - **archive**: every archived Parquet file of the tenant's partitions of those four tables that
-  holds such rows is rewritten without them (temporary file, then atomic rename). Its manifest
+  holds such rows is rewritten without them, atomically (``include.lake.storage``). Its manifest
   entry (row count, SHA-256) is replaced *before* the file, so ``archive.verify`` passes again
   once the file is in place; a crash in between leaves a file that still holds the customer,
   which the retry rewrites.
@@ -36,6 +36,8 @@ What this does **not** remove at once:
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import re
 import time
@@ -46,7 +48,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError
@@ -54,11 +55,13 @@ from deltalake.exceptions import CommitFailedError
 from include.lake.archive import (
     ARCHIVE_FILE,
     PARTITIONING,
-    file_sha256,
     manifest_path,
+    parquet_bytes,
     read_manifest,
+    read_parquet,
     write_manifest,
 )
+from include.lake.storage import Location, as_location, partition_values
 from include.privacy import valid_customer_id
 from include.tenants import validate_tenant_id
 
@@ -126,22 +129,28 @@ def _chunks(values: list[str], size: int = ID_CHUNK) -> Iterator[list[str]]:
         yield values[start : start + size]
 
 
-def _table(lake_dir: Path, name: str) -> DeltaTable | None:
-    uri = str(lake_dir / name)
-    return DeltaTable(uri) if DeltaTable.is_deltatable(uri) else None
+def _table(lake: Location, name: str) -> DeltaTable | None:
+    location = lake / name
+    return location.delta_table() if location.is_delta_table() else None
 
 
-def _tenant_rows(table: DeltaTable, name: str, tenant_id: str) -> ds.Dataset:
-    """The tenant's partitions of ``table`` (current snapshot) as a dataset."""
-    return table.to_pyarrow_dataset(
+def _tenant_rows(table: DeltaTable, name: str, tenant_id: str, columns: list[str]) -> pa.Table:
+    """``columns`` of the tenant's partitions of ``table`` (current snapshot).
+
+    Callers filter the result, never the scan: files a delete rewrote store strings as
+    ``string_view`` and the older ones as ``string``, and pyarrow cannot evaluate a scan filter
+    over such a mix (no ``equal`` kernel for string and string_view); the scan's own projection
+    converts both to the table's schema."""
+    dataset = table.to_pyarrow_dataset(
         file_pruning_predicate=[(PARTITIONING[name][0], "=", tenant_id)]
     )
+    return dataset.to_table(columns=columns)
 
 
-def _delete(lake_dir: Path, name: str, predicate: str, expected: int) -> int:
+def _delete(lake: Location, name: str, predicate: str, expected: int) -> int:
     """Delete ``predicate``'s rows from ``name``; return how many went."""
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
-        table = _table(lake_dir, name)
+        table = _table(lake, name)
         if table is None:  # pragma: no cover - the caller saw the table a moment ago
             return 0
         try:
@@ -161,46 +170,38 @@ def _delete(lake_dir: Path, name: str, predicate: str, expected: int) -> int:
 
 
 # -- Finding the customer's events -----------------------------------------------------------
-def _partition_of(folder: Path, columns: tuple[str, ...], archive_table: Path) -> dict[str, str]:
-    parts = folder.relative_to(archive_table).parts
-    pairs = [part.split("=", 1) for part in parts]
-    if [p[0] for p in pairs] != list(columns) or any(len(p) != 2 for p in pairs):
-        raise ValueError(f"unexpected archive folder {folder}")
-    return {key: value for key, value in pairs}
-
-
 def archived_files(
-    archive_dir: Path, name: str, tenant_id: str
-) -> list[tuple[dict[str, str], Path]]:
+    archive: Location | Path, name: str, tenant_id: str
+) -> list[tuple[dict[str, str], Location]]:
     """``(partition, file)`` of every archived file of ``tenant_id``'s partitions of ``name``."""
     columns = PARTITIONING[name]
-    table_dir = archive_dir / name
-    tenant_dir = table_dir / f"{columns[0]}={tenant_id}"
-    if not tenant_dir.is_dir():
-        return []
-    return [
-        (_partition_of(path.parent, columns, table_dir), path)
-        for path in sorted(tenant_dir.glob(f"*/{ARCHIVE_FILE}"))
-    ]
+    tenant_dir = as_location(archive) / f"{name}/{columns[0]}={tenant_id}"
+    found = []
+    for relative, _size in tenant_dir.files(ARCHIVE_FILE):
+        partition = {columns[0]: tenant_id, **partition_values(relative)}
+        if list(partition) != list(columns) or relative.count("/") != len(columns) - 1:
+            raise ValueError(f"unexpected archive file {tenant_dir / relative}")
+        found.append((partition, tenant_dir / relative))
+    return found
 
 
 def _customer_events(
-    lake_dir: Path, archive_dir: Path, tenant_id: str, customer_id: str
+    lake: Location, archive: Location, tenant_id: str, customer_id: str
 ) -> dict[str, str]:
     """``event_id -> event_date`` of the customer's events in silver, lake and archive."""
     events: dict[str, str] = {}
-    table = _table(lake_dir, SILVER)
+    table = _table(lake, SILVER)
     if table is not None:
-        rows = _tenant_rows(table, SILVER, tenant_id).to_table(
-            columns=["event_id", "event_date"],
-            filter=pc.field("customer_customer_id") == customer_id,
+        rows = _tenant_rows(
+            table, SILVER, tenant_id, ["event_id", "event_date", "customer_customer_id"]
         )
+        rows = rows.filter(_customer_mask(customer_id)(rows))
         for event_id, day in zip(
             rows.column("event_id").to_pylist(), rows.column("event_date").to_pylist(), strict=True
         ):
             events[event_id] = day.isoformat()
-    for partition, path in archived_files(archive_dir, SILVER, tenant_id):
-        rows = pq.ParquetFile(path).read(columns=["event_id", "customer_customer_id"])
+    for partition, path in archived_files(archive, SILVER, tenant_id):
+        rows = read_parquet(path, columns=["event_id", "customer_customer_id"])
         mine = rows.filter(pc.fill_null(pc.equal(rows["customer_customer_id"], customer_id), False))
         for event_id in mine.column("event_id").to_pylist():
             events[event_id] = partition["event_date"]
@@ -210,19 +211,16 @@ def _customer_events(
 
 
 # -- The Delta tables ------------------------------------------------------------------------
-def _erase_events(lake_dir: Path, name: str, tenant_id: str, events: dict[str, str]) -> int:
+def _erase_events(lake: Location, name: str, tenant_id: str, events: dict[str, str]) -> int:
     """Delete the rows of ``events`` (``event_id -> event_date``) from silver, bronze or
     event_items."""
-    table = _table(lake_dir, name)
+    table = _table(lake, name)
     if table is None or not events:
         return 0
     deleted = 0
+    stored = _tenant_rows(table, name, tenant_id, ["event_id"])
     for chunk in _chunks(sorted(events)):
-        present = (
-            _tenant_rows(table, name, tenant_id)
-            .to_table(columns=["event_id"], filter=pc.field("event_id").isin(chunk))
-            .num_rows
-        )
+        present = stored.filter(_event_mask(chunk)(stored)).num_rows
         if present == 0:
             continue
         days = sorted({events[e] for e in chunk})
@@ -231,8 +229,7 @@ def _erase_events(lake_dir: Path, name: str, tenant_id: str, events: dict[str, s
             f"tenant_id = {_sql_literal(tenant_id)} AND {_in_list('event_date', days)} "
             f"AND {_in_list('event_id', chunk)}"
         )
-        deleted += _delete(lake_dir, name, predicate, present)
-        table = _table(lake_dir, name) or table
+        deleted += _delete(lake, name, predicate, present)
     return deleted
 
 
@@ -246,19 +243,17 @@ def _payload_mask(pattern: str) -> RowMask:
     return mask
 
 
-def _erase_quarantine(lake_dir: Path, tenant_id: str, pattern: str) -> int:
+def _erase_quarantine(lake: Location, tenant_id: str, pattern: str) -> int:
     """Delete the tenant's quarantined messages whose payload names the customer.
 
     DataFusion (delta-rs 1.6) refuses ``strpos`` and regular expressions on a binary column;
     ``LIKE`` works but treats ``_`` as a wildcard and cannot express token boundaries. So
     Arrow finds the messages and the delete names them by ``(topic, message_id)``.
     """
-    table = _table(lake_dir, QUARANTINE)
+    table = _table(lake, QUARANTINE)
     if table is None:
         return 0
-    rows = _tenant_rows(table, QUARANTINE, tenant_id).to_table(
-        columns=["topic", "message_id", "payload"]
-    )
+    rows = _tenant_rows(table, QUARANTINE, tenant_id, ["topic", "message_id", "payload"])
     matched = rows.filter(_payload_mask(pattern)(rows))
     if matched.num_rows == 0:
         return 0
@@ -281,49 +276,50 @@ def _erase_quarantine(lake_dir: Path, tenant_id: str, pattern: str) -> int:
                 f"topic_tenant = {_sql_literal(tenant_id)} AND topic = {_sql_literal(topic)} "
                 f"AND {_in_list('message_id', chunk)}"
             )
-            deleted += _delete(lake_dir, QUARANTINE, predicate, expected)
+            deleted += _delete(lake, QUARANTINE, predicate, expected)
     return deleted
 
 
 # -- The archive -----------------------------------------------------------------------------
 def _rewrite_archive(
-    archive_dir: Path, name: str, tenant_id: str, columns: list[str], drop: RowMask
+    archive: Location, name: str, tenant_id: str, columns: list[str], drop: RowMask
 ) -> int:
     """Rewrite each archived file of the tenant's partitions of ``name`` without the rows
     ``drop`` selects (computed on ``columns``); return how many rows went."""
     removed = 0
-    for partition, path in archived_files(archive_dir, name, tenant_id):
-        probe = pq.ParquetFile(path).read(columns=columns)
+    for partition, path in archived_files(archive, name, tenant_id):
+        probe = read_parquet(path, columns=columns)
         doomed = drop(probe)
         count = int(pc.sum(pc.cast(doomed, pa.int64())).as_py() or 0)
         if count == 0:
             continue
-        full = pq.ParquetFile(path).read()
-        kept = full.filter(pc.invert(doomed))
-        temporary = path.with_name(f".{ARCHIVE_FILE}.erasure.tmp")
-        pq.write_table(kept, temporary, compression="zstd")
-        written = pq.ParquetFile(temporary).metadata.num_rows
-        if written != kept.num_rows:  # pragma: no cover - a broken disk or writer
-            temporary.unlink()
-            raise RuntimeError(f"{temporary}: {written} rows written, {kept.num_rows} expected")
-        manifest = manifest_path(archive_dir, name, partition)
+        kept = read_parquet(path).filter(pc.invert(doomed))
+        data = parquet_bytes(kept)
+        written = pq_rows(data)
+        if written != kept.num_rows:  # pragma: no cover - a broken writer
+            raise RuntimeError(f"{path}: {written} rows written, {kept.num_rows} expected")
+        manifest = manifest_path(archive, name, partition)
         # Manifest first: see the module docstring.
         if manifest.exists():
             entry = read_manifest(manifest)
-            write_manifest(
-                replace(entry, rows=kept.num_rows, sha256=file_sha256(temporary)), archive_dir
-            )
+            digest = hashlib.sha256(data).hexdigest()
+            write_manifest(replace(entry, rows=kept.num_rows, sha256=digest), archive)
         else:
             log.warning(
                 "archived file without a manifest entry", extra={"table": name, "file": str(path)}
             )
-        temporary.replace(path)
+        path.write_bytes(data)
         removed += count
         log.info(
             "archived file rewritten without an erased customer",
             extra={"table": name, "partition": partition, "rows_removed": count},
         )
     return removed
+
+
+def pq_rows(data: bytes) -> int:
+    """Rows of the Parquet file ``data``."""
+    return int(pq.ParquetFile(io.BytesIO(data)).metadata.num_rows)
 
 
 def _event_mask(event_ids: list[str]) -> RowMask:
@@ -343,13 +339,13 @@ def _customer_mask(customer_id: str) -> RowMask:
 
 
 def erase_customer_from_lake(
-    lake_dir: Path, archive_dir: Path, tenant_id: str, customer_id: str
+    lake_root: Location | Path, archive_root: Location | Path, tenant_id: str, customer_id: str
 ) -> LakeErasure:
     """Erase one customer of one tenant from the four Delta tables and the Parquet archive.
 
     Args:
-        lake_dir: the folder holding the Delta tables (``silver``, ``bronze``, ...).
-        archive_dir: the folder ``archive_lake`` writes to.
+        lake_root: where the Delta tables (``silver``, ``bronze``, ...) live.
+        archive_root: where ``archive_lake`` writes.
         tenant_id: the tenant; must match ``include.tenants.TENANT_ID_PATTERN``.
         customer_id: the customer; must match ``include.privacy.CUSTOMER_ID_PATTERN``.
 
@@ -364,25 +360,26 @@ def erase_customer_from_lake(
     """
     validate_tenant_id(tenant_id)
     pattern = customer_token_pattern(customer_id)
-    events = _customer_events(lake_dir, archive_dir, tenant_id, customer_id)
+    lake, archive = as_location(lake_root), as_location(archive_root)
+    events = _customer_events(lake, archive, tenant_id, customer_id)
     event_ids = sorted(events)
-    items_rows = _erase_events(lake_dir, ITEMS, tenant_id, events)
-    bronze_rows = _erase_events(lake_dir, BRONZE, tenant_id, events)
-    quarantine_rows = _erase_quarantine(lake_dir, tenant_id, pattern)
+    items_rows = _erase_events(lake, ITEMS, tenant_id, events)
+    bronze_rows = _erase_events(lake, BRONZE, tenant_id, events)
+    quarantine_rows = _erase_quarantine(lake, tenant_id, pattern)
     archive_rows = 0
     if event_ids:
         for name in (ITEMS, BRONZE):
             archive_rows += _rewrite_archive(
-                archive_dir, name, tenant_id, ["event_id"], _event_mask(event_ids)
+                archive, name, tenant_id, ["event_id"], _event_mask(event_ids)
             )
     archive_rows += _rewrite_archive(
-        archive_dir, QUARANTINE, tenant_id, ["payload"], _payload_mask(pattern)
+        archive, QUARANTINE, tenant_id, ["payload"], _payload_mask(pattern)
     )
     # Silver last: it is where a retry finds the event ids again (module docstring).
     archive_rows += _rewrite_archive(
-        archive_dir, SILVER, tenant_id, ["customer_customer_id"], _customer_mask(customer_id)
+        archive, SILVER, tenant_id, ["customer_customer_id"], _customer_mask(customer_id)
     )
-    silver_rows = _erase_events(lake_dir, SILVER, tenant_id, events)
+    silver_rows = _erase_events(lake, SILVER, tenant_id, events)
     result = LakeErasure(
         silver_rows=silver_rows,
         bronze_rows=bronze_rows,

@@ -6,29 +6,29 @@ from collections import defaultdict
 from pathlib import Path
 
 import pyarrow as pa
-from deltalake import DeltaTable
 
 from include.lake.archive import PARTITIONING
+from include.lake.storage import Location, as_location, partition_values
 
 
-def stored_bytes(lake_dir: Path, archive_dir: Path) -> dict[str, dict[str, int]]:
+def stored_bytes(lake: Location | Path, archive: Location | Path) -> dict[str, dict[str, int]]:
     """tenant -> store (``lake/<table>`` or ``archive/<table>``) -> bytes of live data files.
 
     Lake figures count the files of each Delta table's current snapshot (files removed but not
-    yet vacuumed are not billed); archive figures count the Parquet files on disk.
+    yet vacuumed are not billed); archive figures count the Parquet files stored.
     """
     usage: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for table, columns in PARTITIONING.items():
         tenant_column = columns[0]
-        location = lake_dir / table
-        if DeltaTable.is_deltatable(str(location)):
-            actions = pa.table(DeltaTable(str(location)).get_add_actions(flatten=True))
+        location = as_location(lake) / table
+        if location.is_delta_table():
+            actions = pa.table(location.delta_table().get_add_actions(flatten=True))
             tenants = actions.column(f"partition.{tenant_column}").to_pylist()
             sizes = actions.column("size_bytes").to_pylist()
             for tenant, size in zip(tenants, sizes, strict=True):
                 usage[str(tenant)][f"lake/{table}"] += int(size)
-        for folder in (archive_dir / table).glob(f"{tenant_column}=*"):
-            tenant = folder.name.split("=", 1)[1]
-            total = sum(path.stat().st_size for path in folder.rglob("*.parquet"))
-            usage[tenant][f"archive/{table}"] += total
+        for relative, size in (as_location(archive) / table).files(".parquet"):
+            tenant = partition_values(relative).get(tenant_column)
+            if tenant is not None:
+                usage[tenant][f"archive/{table}"] += size
     return {tenant: dict(stores) for tenant, stores in usage.items()}

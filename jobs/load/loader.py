@@ -5,8 +5,9 @@ and replays of a table never overlap, because they share its staging table):
 
 1. **plan**: the table's watermark (the last Delta version loaded) and the files its source
    table gained since (``include.lake.changes``);
-2. **stage**: Spark reads those files and its executors ``COPY`` the rows into the unlogged
-   staging table, which the step empties first;
+2. **stage**: Spark spreads those files over its executors, which read them with pyarrow
+   (local folder or S3, through ``include.lake.storage``) and ``COPY`` the rows into the
+   unlogged staging table, which the step empties first;
 3. **commit**: one transaction creates the monthly partitions the rows need, inserts the staged
    rows with ``ON CONFLICT DO NOTHING`` on the table's key (skipping erased customers' rows),
    refreshes the ``session_slots`` and ``activity_slots`` rollups, and moves the watermark.
@@ -30,12 +31,11 @@ from typing import Any
 
 import psycopg
 import pyarrow as pa
-from deltalake import DeltaTable
 from psycopg import sql
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as sf
+from pyspark.sql import SparkSession
 
 from include.lake.changes import added_since, current_version
+from include.lake.storage import Location, as_location, partition_values
 from include.settings import Settings
 from include.warehouse.erasure import ERASED_ROWS, FORGET_SKIPPED_EVENTS
 from include.warehouse.partitions import Month, ensure_partitions
@@ -47,16 +47,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LoadPlan:
-    """What one load of ``table`` reads: Parquet ``files`` under ``base_dir`` (whose Hive-style
-    folders carry the partition columns). A watermark load reads the files its source gained
-    after ``from_version`` and moves the watermark to ``to_version``; a replay has no versions
-    and leaves the watermark alone."""
+    """What one load of ``table`` reads: Parquet ``files`` (paths relative to ``base``, whose
+    Hive-style folders carry the partition columns). A watermark load reads the files its source
+    gained after ``from_version`` and moves the watermark to ``to_version``; a replay has no
+    versions and leaves the watermark alone."""
 
     table: AnalyticsTable
-    base_dir: Path
+    base: Location
     from_version: int | None
     to_version: int | None
-    files: list[Path] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -92,13 +92,13 @@ def lock_table(conn: psycopg.Connection, table: AnalyticsTable) -> None:
     conn.execute("SELECT pg_advisory_lock(%s)", (key,))
 
 
-def plan_load(conn: psycopg.Connection, lake_dir: Path, table: AnalyticsTable) -> LoadPlan:
+def plan_load(conn: psycopg.Connection, lake: Location | Path, table: AnalyticsTable) -> LoadPlan:
     """The files ``table``'s source gained after its watermark."""
     row = conn.execute(
         "SELECT delta_version FROM load_watermarks WHERE target = %s", (table.name,)
     ).fetchone()
     watermark = None if row is None else int(row[0])
-    source = lake_dir / table.source
+    source = as_location(lake) / table.source
     latest = current_version(source)
     if latest is None:
         return LoadPlan(table, source, watermark, watermark)
@@ -108,36 +108,46 @@ def plan_load(conn: psycopg.Connection, lake_dir: Path, table: AnalyticsTable) -
     return LoadPlan(table, source, watermark, latest, files)
 
 
-def _read(spark: SparkSession, plan: LoadPlan, schema_dir: Path) -> DataFrame:
-    """The planned files as a frame with exactly the table's columns, in its order.
+def _file_rows(
+    base: Location, relative: str, schema: pa.Schema, table: AnalyticsTable
+) -> Iterator[pa.RecordBatch]:
+    """One planned file's rows with exactly ``table``'s columns, in its order.
 
-    The schema is the Delta table's at ``schema_dir`` (partition columns included), so Spark
-    reads no file footers to infer one (thousands of small streaming files made that the
-    slowest step); files written before a schema evolution read the new columns as null."""
-    from pyspark.sql.pandas.types import from_arrow_schema
+    ``schema`` is the Delta table's (partition columns included): partition values come from
+    the Hive-style folders; columns a file predates (written before a schema evolution) are
+    null; map columns become JSON text for their ``jsonb`` columns."""
+    import orjson
+    import pyarrow.parquet as pq
 
-    arrow_schema = pa.schema(DeltaTable(str(schema_dir)).schema().to_arrow())
-    frame = (
-        spark.read.schema(from_arrow_schema(arrow_schema))
-        .option("basePath", str(plan.base_dir))
-        .parquet(*[str(path) for path in plan.files])
-    )
-    present = set(frame.columns)
-    columns = []
-    for name in plan.table.columns:
-        if name not in present:
-            # Older files predate a schema evolution: the column is null there.
-            columns.append(sf.lit(None).cast("string").alias(name))
-        elif name in plan.table.json_columns:
-            columns.append(sf.to_json(sf.col(name)).alias(name))
-        else:
-            columns.append(sf.col(name))
-    return frame.select(*columns)
+    fs, root = base.filesystem()
+    partitions = partition_values(relative)
+    with fs.open_input_file(f"{root}/{relative}") as handle:
+        parquet = pq.ParquetFile(handle)
+        present = set(parquet.schema_arrow.names)
+        wanted = [c for c in table.columns if c in present and c not in partitions]
+        for batch in parquet.iter_batches(batch_size=65_536, columns=wanted):
+            columns: list[pa.Array] = []
+            for name in table.columns:
+                kind = schema.field(name).type if name in schema.names else pa.string()
+                if name in partitions:
+                    value = pa.scalar(partitions[name]).cast(kind)
+                    columns.append(pa.repeat(value, batch.num_rows))
+                elif name not in present:
+                    columns.append(pa.nulls(batch.num_rows, type=pa.string()))
+                elif name in table.json_columns:
+                    maps = batch.column(name).to_pylist()
+                    text = [None if m is None else orjson.dumps(dict(m)).decode() for m in maps]
+                    columns.append(pa.array(text, type=pa.string()))
+                else:
+                    columns.append(batch.column(name).cast(kind))
+            yield pa.RecordBatch.from_arrays(columns, names=list(table.columns))
 
 
-def _copier(dsn: str, staging: str, columns: tuple[str, ...]) -> Callable[..., Any]:
+def _copier(
+    dsn: str, staging: str, table: AnalyticsTable, base: Location, schema: pa.Schema
+) -> Callable[..., Any]:
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-        sql.Identifier(staging), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+        sql.Identifier(staging), sql.SQL(", ").join(sql.Identifier(c) for c in table.columns)
     )
 
     def copy(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -147,28 +157,37 @@ def _copier(dsn: str, staging: str, columns: tuple[str, ...]) -> Callable[..., A
         rows = 0
         options = csv.WriteOptions(include_header=False)
         with psycopg.connect(dsn) as conn, conn.cursor().copy(statement) as copy:
-            for batch in batches:
-                if batch.num_rows == 0:
-                    continue
-                buffer = io.BytesIO()
-                csv.write_csv(batch, buffer, write_options=options)
-                copy.write(buffer.getvalue())
-                rows += batch.num_rows
+            for files in batches:
+                for relative in files.column("file").to_pylist():
+                    for batch in _file_rows(base, relative, schema, table):
+                        if batch.num_rows == 0:
+                            continue
+                        buffer = io.BytesIO()
+                        csv.write_csv(batch, buffer, write_options=options)
+                        copy.write(buffer.getvalue())
+                        rows += batch.num_rows
         yield pa.RecordBatch.from_pydict({"rows": [rows]})
 
     return copy
 
 
 def stage(spark: SparkSession, settings: Settings, conn: psycopg.Connection, plan: LoadPlan) -> int:
-    """Empty the staging table and COPY the planned files into it; return the rows staged."""
+    """Empty the staging table and COPY the planned files into it; return the rows staged.
+
+    The files are spread over the executors; each reads its share straight from the lake's
+    store (no Hadoop filesystem involved, so an S3 lake needs no hadoop-aws) and streams it
+    into PostgreSQL over one ``COPY``. The schema is the Delta table's, so no file footer is
+    read to infer one."""
     staging = plan.table.staging
     conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(staging)))
     conn.commit()
     if not plan.files:
         return 0
-    frame = _read(spark, plan, settings.lake_dir / plan.table.source)
-    counts = frame.mapInArrow(
-        _copier(settings.pg_dsn, staging, plan.table.columns), "rows long"
+    schema = pa.schema((settings.lake / plan.table.source).delta_table().schema().to_arrow())
+    # A local relation is spread over min(files, default parallelism) tasks.
+    files = spark.createDataFrame([(f,) for f in plan.files], "file string")
+    counts = files.mapInArrow(
+        _copier(settings.pg_dsn, staging, plan.table, plan.base, schema), "rows long"
     ).collect()
     return sum(int(row["rows"]) for row in counts)
 
@@ -227,7 +246,7 @@ def load_table(spark: SparkSession, settings: Settings, table: AnalyticsTable) -
     started = time.monotonic()
     with psycopg.connect(settings.pg_dsn) as conn:
         lock_table(conn, table)
-        plan = plan_load(conn, settings.lake_dir, table)
+        plan = plan_load(conn, settings.lake, table)
         conn.commit()
         log.info(
             "load planned",

@@ -19,10 +19,10 @@ from urllib.parse import unquote
 
 import psycopg
 import pyarrow as pa
-from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 
 from include.lake.archive import ARCHIVE_FILE
+from include.lake.storage import Location, as_location, partition_values
 from include.settings import Settings
 from include.tenants import validate_tenant_id
 from include.warehouse.tables import ANALYTICS_TABLES, AnalyticsTable
@@ -37,28 +37,32 @@ def _in_range(value: str, start: date, end: date) -> bool:
     return start <= date.fromisoformat(value) <= end
 
 
-def delta_files(table_dir: Path, tenant: str, start: date, end: date) -> list[Path]:
-    """The current data files of ``tenant``'s partitions dated ``start``..``end``."""
-    if not DeltaTable.is_deltatable(str(table_dir)):
+def delta_files(table: Location | Path, tenant: str, start: date, end: date) -> list[str]:
+    """The current data files (relative to ``table``) of ``tenant``'s partitions dated
+    ``start``..``end``."""
+    location = as_location(table)
+    if not location.is_delta_table():
         return []
-    actions = pa.table(DeltaTable(str(table_dir)).get_add_actions(flatten=True))
+    actions = pa.table(location.delta_table().get_add_actions(flatten=True))
     rows = actions.select(["path", "partition.tenant_id", "partition.event_date"]).to_pylist()
     return [
-        table_dir / unquote(row["path"])
+        unquote(row["path"])
         for row in rows
         if row["partition.tenant_id"] == tenant
         and _in_range(str(row["partition.event_date"]), start, end)
     ]
 
 
-def archive_files(table_dir: Path, tenant: str, start: date, end: date) -> list[Path]:
-    """The archived files of ``tenant``'s partitions dated ``start``..``end``."""
-    folder = table_dir / f"tenant_id={tenant}"
-    return sorted(
-        path
-        for path in folder.glob(f"event_date=*/{ARCHIVE_FILE}")
-        if _in_range(path.parent.name.removeprefix("event_date="), start, end)
-    )
+def archive_files(table: Location | Path, tenant: str, start: date, end: date) -> list[str]:
+    """The archived files (relative to ``table``) of ``tenant``'s partitions dated
+    ``start``..``end``."""
+    folder = f"tenant_id={tenant}"
+    found = []
+    for relative, _size in (as_location(table) / folder).files(ARCHIVE_FILE):
+        day = partition_values(relative).get("event_date")
+        if day is not None and _in_range(day, start, end):
+            found.append(f"{folder}/{relative}")
+    return found
 
 
 def replay_table(
@@ -72,7 +76,7 @@ def replay_table(
 ) -> LoadResult:
     """Reload ``table`` for ``tenant`` and ``start``..``end`` from ``source``."""
     started = time.monotonic()
-    root = settings.lake_dir if source == "delta" else settings.archive_dir
+    root = settings.lake if source == "delta" else settings.archive
     base = root / table.source
     find = delta_files if source == "delta" else archive_files
     files = find(base, tenant, start, end)

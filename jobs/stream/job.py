@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.streaming.query import StreamingQuery
 
+from include.lake.storage import Location, as_location
 from include.settings import Settings
 from jobs.stream import metrics
 from jobs.stream.repair import repair_unfinished_batches
@@ -35,13 +36,22 @@ log = logging.getLogger("jobs.stream")
 _APP_ID_FILE = "lakehouse_app_id"
 
 
-def app_id_for(checkpoint_dir: Path) -> str:
+def app_id_for(checkpoint: Location | Path) -> str:
     """The id under which this checkpoint's batches are committed (new checkpoint, new id)."""
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    marker = checkpoint_dir / _APP_ID_FILE
+    marker = as_location(checkpoint) / _APP_ID_FILE
     if not marker.exists():
-        marker.write_text(f"stream-{uuid.uuid4().hex[:12]}\n")
-    return marker.read_text().strip()
+        marker.write_bytes(f"stream-{uuid.uuid4().hex[:12]}\n".encode())
+    return marker.read_bytes().decode().strip()
+
+
+def _use_s3_checkpoint(spark: SparkSession, settings: Settings) -> None:
+    """Give Spark's Hadoop S3 client (hadoop-aws, not part of the pyspark wheel) the platform's
+    S3 settings when the checkpoint is on ``s3a://``."""
+    if not settings.checkpoint.startswith("s3a://"):
+        return
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    for key, value in settings.s3.hadoop_options().items():
+        hadoop.set(key.removeprefix("spark.hadoop."), value)
 
 
 def _validator(settings: Settings) -> Any:
@@ -116,8 +126,10 @@ def start_stream(
     trigger_seconds: float | None = None,
 ) -> StreamingQuery:
     """Start the streaming query; it runs until stopped."""
-    checkpoint = settings.checkpoint_dir
-    sink = LakeSink(settings.lake_dir, settings.pg_dsn, app_id_for(checkpoint))
+    checkpoint = settings.checkpoint
+    _use_s3_checkpoint(spark, settings)
+    app_id = app_id_for(Location.of(checkpoint, settings.s3))
+    sink = LakeSink(settings.lake, settings.pg_dsn, app_id)
     # A batch an earlier checkpoint left half-written would otherwise never reach Delta.
     repair_unfinished_batches(settings, sink.app_id)
 
@@ -136,7 +148,7 @@ def start_stream(
     interval = trigger_seconds or settings.stream_trigger_seconds
     return (
         validated.writeStream.foreachBatch(write)
-        .option("checkpointLocation", str(checkpoint))
+        .option("checkpointLocation", checkpoint)
         .trigger(processingTime=f"{interval} seconds")
         .queryName("lakehouse_stream")
         .start()
@@ -157,7 +169,7 @@ def main() -> int:
     query = start_stream(spark, settings)
     log.info(
         "stream started",
-        extra={"checkpoint": str(settings.checkpoint_dir), "lake": str(settings.lake_dir)},
+        extra={"checkpoint": settings.checkpoint, "lake": settings.lake.uri},
     )
     query.awaitTermination()
     return 0

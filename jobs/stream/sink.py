@@ -22,9 +22,10 @@ import orjson
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, Transaction, write_deltalake
 
 from include.events.flatten import v2_only_columns
+from include.lake.storage import Location, as_location
 from include.warehouse.rollups import slot_of
 from jobs.stream.validate import QUARANTINED, VALID
 
@@ -116,23 +117,23 @@ def end_offsets(table: pa.Table, previous: dict[str, list[int]]) -> dict[str, li
 class LakeSink:
     """Writes micro-batches of validated rows (``jobs.stream.validate.OUTPUT_SCHEMA``)."""
 
-    def __init__(self, lake_dir: Path, dsn: str, app_id: str, job: str = "stream") -> None:
-        self.lake_dir = lake_dir
+    def __init__(self, lake: Location | Path, dsn: str, app_id: str, job: str = "stream") -> None:
+        self.lake = as_location(lake)
         self.dsn = dsn
         self.app_id = app_id
         self.job = job
         self._offsets: dict[str, list[int]] | None = None
 
-    def table_uri(self, name: str) -> str:
+    def table(self, name: str) -> Location:
         """Where Delta table ``name`` lives."""
-        return str(self.lake_dir / name)
+        return self.lake / name
 
     def committed_version(self, name: str) -> int | None:
         """The last batch id committed to table ``name`` by this app, or None."""
-        uri = self.table_uri(name)
-        if not DeltaTable.is_deltatable(uri):
+        location = self.table(name)
+        if not location.is_delta_table():
             return None
-        return DeltaTable(uri).transaction_version(self.app_id)
+        return location.delta_table().transaction_version(self.app_id)
 
     # -- PostgreSQL --------------------------------------------------------------------------
     def _last_offsets(self, conn: psycopg.Connection) -> dict[str, list[int]]:
@@ -228,9 +229,11 @@ class LakeSink:
         committed = self.committed_version(name)
         if committed is not None and committed >= batch_id:
             return False
+        location = self.table(name)
         write_deltalake(
-            self.table_uri(name),
+            location.uri,
             data,
+            storage_options=location.storage_options,
             mode="append",
             partition_by=partition_by,
             schema_mode="merge",
@@ -294,7 +297,7 @@ class LakeSink:
         )
 
 
-def lake_caught_up(lake_dir: Path, dsn: str) -> bool:
+def lake_caught_up(lake: Location | Path, dsn: str) -> bool:
     """Whether every Delta table holds the last batch PostgreSQL committed (PostgreSQL commits
     a batch first, so a reader that wants both sides waits for this)."""
     with psycopg.connect(dsn) as conn:
@@ -305,10 +308,10 @@ def lake_caught_up(lake_dir: Path, dsn: str) -> bool:
         return False
     app_id, batch_id = row
     for name in TABLES:
-        uri = str(lake_dir / name)
-        if not DeltaTable.is_deltatable(uri):
+        location = as_location(lake) / name
+        if not location.is_delta_table():
             return False
-        done = DeltaTable(uri).transaction_version(app_id)
+        done = location.delta_table().transaction_version(app_id)
         if done is None or done < batch_id:
             return False
     return True

@@ -12,7 +12,6 @@ from itertools import islice
 from typing import Any
 
 import orjson
-from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming.query import StreamingQuery
 
@@ -198,7 +197,7 @@ def wait_until_consumed(
             row = conn.execute("SELECT coalesce(sum(input_rows), 0) FROM stream_batches").fetchone()
         seen = int(row[0]) if row else 0
         # PostgreSQL commits a batch before the Delta tables do: wait for the lake too.
-        if seen >= expected_rows and lake_caught_up(settings.lake_dir, settings.pg_dsn):
+        if seen >= expected_rows and lake_caught_up(settings.lake, settings.pg_dsn):
             return
         time.sleep(1)
     raise AssertionError(f"the stream consumed {seen} of {expected_rows} messages")
@@ -206,8 +205,8 @@ def wait_until_consumed(
 
 def assert_end_state(settings: Settings, reference: Reference, tenants: list[str]) -> None:
     """Silver, items, bronze, quarantine and the minute aggregates equal the reference."""
-    lake = settings.lake_dir
-    silver = DeltaTable(str(lake / "silver")).to_pyarrow_table()
+    lake = settings.lake
+    silver = (lake / "silver").delta_table().to_pyarrow_table()
     silver_ids: dict[str, list[str]] = {}
     for tenant, event_id in zip(
         silver.column("tenant_id").to_pylist(), silver.column("event_id").to_pylist(), strict=True
@@ -222,15 +221,15 @@ def assert_end_state(settings: Settings, reference: Reference, tenants: list[str
             f"{tenant}: {len(missing)} events missing from silver, {len(extra)} unexpected"
         )
     assert "marketing_campaign" in silver.column_names  # added by schema evolution
-    items = DeltaTable(str(lake / "event_items")).to_pyarrow_table()
+    items = (lake / "event_items").delta_table().to_pyarrow_table()
     assert Counter(items.column("tenant_id").to_pylist()) == {
         t: reference.item_rows[t] for t in tenants if reference.item_rows[t]
     }
-    bronze = DeltaTable(str(lake / "bronze")).to_pyarrow_table()
+    bronze = (lake / "bronze").delta_table().to_pyarrow_table()
     assert Counter(bronze.column("tenant_id").to_pylist()) == {
         t: reference.bronze_rows[t] for t in tenants
     }
-    quarantine = DeltaTable(str(lake / "quarantine")).to_pyarrow_table()
+    quarantine = (lake / "quarantine").delta_table().to_pyarrow_table()
     assert (
         Counter(
             zip(

@@ -213,7 +213,7 @@ def _read(lake: Path, archive: Path, name: str) -> Rows:
     for tenant in (TENANT_A, TENANT_B):
         for partition, path in archived_files(archive, name, tenant):
             stored = [c for c in columns if c not in partition]
-            for row in pq.ParquetFile(path).read(columns=stored).to_pylist():
+            for row in pq.ParquetFile(path.path).read(columns=stored).to_pylist():
                 in_archive.append({**row, **partition})
     return Rows(in_lake, in_archive)
 
