@@ -106,9 +106,19 @@ class Settings(BaseSettings):
         None, description="Seed of the generator under `make run`; random if unset."
     )
 
-    spark_master: str = Field("local[2]", description="Spark master URL of the streaming job.")
+    spark_master: str = Field(
+        "local[2]",
+        description="Spark master URL of the streaming job and the load job (`local[N]` or "
+        "`spark://host:port`).",
+    )
     spark_driver_memory: str = Field(
         "1g", description="JVM heap of the streaming job's Spark driver (`spark.driver.memory`)."
+    )
+    spark_cores_max: int = Field(
+        2,
+        ge=1,
+        description="Most cores of a Spark cluster one application (the stream, each load) "
+        "takes (`spark.cores.max`); ignored in local mode.",
     )
     stream_trigger_seconds: float = Field(
         2.0, gt=0, description="Micro-batch interval of the streaming job."

@@ -51,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = get_settings()
     configure_logging(settings.log_level)
-    spark = create_session(settings.spark_master, "lakehouse-load", settings.spark_driver_memory)
+    spark = create_session(
+        settings.spark_master,
+        "lakehouse-load",
+        settings.spark_driver_memory,
+        settings.spark_cores_max,
+    )
     spark.sparkContext.setLogLevel("WARN")
     try:
         if args.command == "load":

@@ -164,7 +164,12 @@ def main() -> int:
     settings = get_settings()
     configure_logging(settings.log_level)
     metrics.serve(settings.stream_metrics_addr)
-    spark = create_session(settings.spark_master, "lakehouse-stream", settings.spark_driver_memory)
+    spark = create_session(
+        settings.spark_master,
+        "lakehouse-stream",
+        settings.spark_driver_memory,
+        settings.spark_cores_max,
+    )
     spark.sparkContext.setLogLevel("WARN")
     query = start_stream(spark, settings)
     log.info(
