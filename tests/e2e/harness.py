@@ -361,6 +361,36 @@ def publish_mix(
     return Published(seed, tenants, tuple(messages))
 
 
+@dataclass(frozen=True)
+class MixRun:
+    """One seeded mix through a running platform: the tenants' tokens, what was published and
+    expected, and the ``load_postgres`` runs that loaded it."""
+
+    tokens: dict[str, str]
+    published: Published
+    expected: Expected
+    load_runs: list[str]
+
+
+def run_mix(platform: Platform, seed: int, count: int = 3_000) -> MixRun:
+    """Register ``TENANTS``, publish the seeded mix, wait until the stream consumed all of it
+    and ``load_postgres`` (triggered through Airflow) loaded the lake; each phase is logged."""
+    started = time.monotonic()
+
+    def phase(name: str) -> None:  # shown with the test's captured log when it fails
+        log.info("e2e: %s after %.1f s", name, time.monotonic() - started)
+
+    tokens = platform.register_tenants(TENANTS)
+    published = publish_mix(platform.settings, TENANTS, seed, count)
+    phase("tenants registered, mix published")
+    exp = expected(published)
+    platform.wait_consumed(exp.messages)
+    phase("stream consumed everything")
+    runs = platform.wait_loaded()
+    phase(f"load_postgres runs {runs} loaded everything")
+    return MixRun(tokens, published, exp, runs)
+
+
 # -- what must come out --------------------------------------------------------------------------
 
 

@@ -10,9 +10,7 @@ computes from the messages it published.
 
 from __future__ import annotations
 
-import logging
 import shutil
-import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -37,13 +35,12 @@ from tests.e2e.harness import (
     assert_usage,
     build_mix,
     expected,
-    publish_mix,
+    run_mix,
 )
 from tests.integration.api_reference import event_time
 
 SEED = 606
 COUNT = 3_000
-log = logging.getLogger(__name__)
 LOGS = Path(__file__).resolve().parents[2] / "test-artifacts" / "e2e-logs"
 # The module's single run is set up inside its first test: time it as a whole, generously
 # (about 4 minutes on an idle 2-core machine; much longer when other jobs share the cores).
@@ -63,24 +60,11 @@ class Run:
 
 @pytest.fixture(scope="module")
 def run() -> Iterator[Run]:
-    started = time.monotonic()
-
-    def phase(name: str) -> None:  # shown with the test's captured log when it fails
-        log.info("e2e: %s after %.1f s", name, time.monotonic() - started)
-
     with Platform.start() as platform:
         try:
-            phase("platform up")
             pids = {name: platform.pid(name) for name in PROGRAMS}
-            tokens = platform.register_tenants(TENANTS)
-            published = publish_mix(platform.settings, TENANTS, SEED, COUNT)
-            phase("tenants registered, mix published")
-            exp = expected(published)
-            platform.wait_consumed(exp.messages)
-            phase("stream consumed everything")
-            runs = platform.wait_loaded()
-            phase(f"load_postgres runs {runs} loaded everything")
-            yield Run(platform, tokens, published, exp, pids)
+            mix = run_mix(platform, SEED, COUNT)
+            yield Run(platform, mix.tokens, mix.published, mix.expected, pids)
         finally:
             # The state directory goes with the platform: keep the services' logs to read.
             shutil.rmtree(LOGS, ignore_errors=True)

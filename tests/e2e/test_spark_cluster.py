@@ -1,0 +1,95 @@
+"""The streaming job and the load job, unchanged, on a Spark standalone cluster.
+
+A master and two workers start from pyspark's own ``spark-class`` (``tests.spark_cluster``),
+with an environment that knows nothing of the project. The platform starts as ``make run``
+does with ``LAKEHOUSE_SPARK_MASTER`` set to that master: supervisord's ``spark-submit`` of the
+stream and Airflow's ``SparkSubmitOperator`` of ``load_postgres`` both submit there. The seeded
+mix of ``test_end_to_end`` then must produce the same exact end state as in ``local`` mode,
+and the master and the workers' folders must show that the stream and every load had an
+executor on each worker, and that executors ran their tasks.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import MixRun, Platform, assert_end_state, run_mix
+from tests.spark_cluster import SparkCluster, standalone_cluster
+
+SEED = 707
+COUNT = 3_000
+# Each application takes one core of each worker, so a load runs while the stream holds its
+# executors (the stream never gives them back).
+WORKER_CORES = 2
+CORES_PER_APP = 2
+LOGS = Path(__file__).resolve().parents[2] / "test-artifacts" / "spark-cluster-logs"
+# One run for the module, set up inside its first test: the cluster's JVMs start on top of
+# the platform's (about 6 minutes on a busy 2-core machine).
+pytestmark = pytest.mark.timeout(2_400)
+
+
+@dataclass
+class ClusterRun:
+    """The cluster and the platform after the run."""
+
+    cluster: SparkCluster
+    platform: Platform
+    mix: MixRun
+
+    def apps(self, name: str) -> list[dict[str, Any]]:
+        """The master's applications called ``name`` (running or completed)."""
+        return [a for a in self.cluster.applications() if a["name"] == name]
+
+
+@pytest.fixture(scope="module")
+def run() -> Iterator[ClusterRun]:
+    with standalone_cluster(workers=2, cores=WORKER_CORES) as cluster:
+        overrides = {"spark_master": cluster.url, "spark_cores_max": CORES_PER_APP}
+        with Platform.start(**overrides) as platform:
+            try:
+                yield ClusterRun(cluster, platform, run_mix(platform, SEED, COUNT))
+            finally:
+                # Both folders go with the run: keep the services', daemons' and executors' logs.
+                shutil.rmtree(LOGS, ignore_errors=True)
+                shutil.copytree(platform.paths.logs, LOGS / "platform", dirs_exist_ok=True)
+                shutil.copytree(cluster.root, LOGS / "cluster", dirs_exist_ok=True)
+
+
+def test_the_end_state_is_exactly_the_one_of_local_mode(run: ClusterRun) -> None:
+    assert_end_state(run.platform, run.mix.tokens, run.mix.expected)
+
+
+def test_the_stream_runs_on_the_cluster_with_executors_on_both_workers(run: ClusterRun) -> None:
+    # One application per start of the stream: supervisord restarts a stream that failed (on a
+    # starved machine a Python worker can time out), and the restarted one resumes.
+    streams = run.apps("lakehouse-stream")
+    assert [a["state"] for a in streams].count("RUNNING") == 1, streams
+    assert {a["cores"] for a in streams} == {CORES_PER_APP}
+    for stream in streams:
+        for worker in run.cluster.workers:
+            assert worker.executor_dirs(stream["id"]), f"no stream executor on {worker.work_dir}"
+    # The Pulsar reads and the validation are the stream's tasks: executors ran them. (Which
+    # executor runs a task is the scheduler's choice; both usually do.)
+    tasks = {
+        w.work_dir.name: sum(w.tasks_run(a["id"]) for a in streams) for w in run.cluster.workers
+    }
+    assert sum(tasks.values()) > 0, tasks
+
+
+def test_each_load_ran_on_the_cluster_with_executors_on_both_workers(run: ClusterRun) -> None:
+    loads = run.apps("lakehouse-load")
+    # At least one application per load_postgres run the test triggered (Airflow also runs the
+    # DAG once at start and on asset events; a retried task is another application).
+    assert len(loads) >= len(run.mix.load_runs) > 0
+    for load in loads:
+        for worker in run.cluster.workers:
+            assert worker.executor_dirs(load["id"]), f"no load executor on {worker.work_dir}"
+    # The Parquet reads and the COPY into PostgreSQL are the loads' tasks: executors ran them.
+    tasks = {w.work_dir.name: sum(w.tasks_run(a["id"]) for a in loads) for w in run.cluster.workers}
+    assert sum(tasks.values()) > 0, tasks
