@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pyarrow as pa
@@ -41,6 +41,9 @@ from include.warehouse.erasure import ERASED_ROWS, FORGET_SKIPPED_EVENTS
 from include.warehouse.partitions import Month, ensure_partitions
 from include.warehouse.rollups import ACTIVITY_REFRESH, SESSION_SLOTS_UPSERT
 from include.warehouse.tables import EVENTS, AnalyticsTable
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +112,7 @@ def plan_load(conn: psycopg.Connection, lake: Location | Path, table: AnalyticsT
 
 
 def _file_rows(
-    base: Location, relative: str, schema: pa.Schema, table: AnalyticsTable
+    fs: pafs.FileSystem, root: str, relative: str, schema: pa.Schema, table: AnalyticsTable
 ) -> Iterator[pa.RecordBatch]:
     """One planned file's rows with exactly ``table``'s columns, in its order.
 
@@ -119,7 +122,6 @@ def _file_rows(
     import orjson
     import pyarrow.parquet as pq
 
-    fs, root = base.filesystem()
     partitions = partition_values(relative)
     with fs.open_input_file(f"{root}/{relative}") as handle:
         parquet = pq.ParquetFile(handle)
@@ -156,10 +158,11 @@ def _copier(
 
         rows = 0
         options = csv.WriteOptions(include_header=False)
+        fs, root = base.filesystem()  # one per task: an S3 client is not free to create
         with psycopg.connect(dsn) as conn, conn.cursor().copy(statement) as copy:
             for files in batches:
                 for relative in files.column("file").to_pylist():
-                    for batch in _file_rows(base, relative, schema, table):
+                    for batch in _file_rows(fs, root, relative, schema, table):
                         if batch.num_rows == 0:
                             continue
                         buffer = io.BytesIO()
