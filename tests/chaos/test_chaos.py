@@ -73,6 +73,11 @@ class Fault:
 def _kill(program: str) -> Callable[[Platform], str]:
     def inject(platform: Platform) -> str:
         pid = platform.kill(program, signal.SIGKILL)
+        # Until supervisord has seen the death: a wait for RUNNING right after the signal could
+        # still see the killed process's state and measure no recovery at all.
+        deadline = time.monotonic() + 60
+        while platform.pid(program) == pid and time.monotonic() < deadline:
+            time.sleep(0.05)
         return f"SIGKILL {program} (pid {pid})"
 
     return inject
