@@ -139,7 +139,11 @@ def start_stream(
         result = sink.write_batch(table, batch_id)
         _record(table, result, time.monotonic() - started)
 
-    reader = spark.readStream.format("pulsar").option("serviceUrl", settings.pulsar_url)
+    reader = (
+        spark.readStream.format("pulsar")
+        .option("serviceUrl", settings.pulsar_url)
+        .option("appId", sink.app_id)
+    )
     if topics:
         reader = reader.option("topics", ",".join(topics))
     if settings.stream_max_records_per_batch:

@@ -111,6 +111,8 @@ class PulsarStreamReader(DataSourceStreamReader):
         self._subscription = options.get("subscription", "lakehouse-stream")
         self._refresh_s = float(options.get("topicrefreshseconds", "5"))
         self._read_timeout_ms = int(options.get("readtimeoutms", "1000"))
+        # The app id of the query's checkpoint: its own batches are not "earlier" ones.
+        self._app_id = options.get("appid", "")
         self._settings = settings
         self._client: Any = None
         self._cursors: dict[str, Any] = {}
@@ -163,12 +165,20 @@ class PulsarStreamReader(DataSourceStreamReader):
     # -- DataSourceStreamReader ----------------------------------------------------------------
     def initialOffset(self) -> Offset:
         """Where a query without checkpoint starts: after the last batch committed to
-        PostgreSQL (so a lost checkpoint re-reads nothing), else at each topic's start."""
+        PostgreSQL by an earlier checkpoint (so a lost checkpoint re-reads nothing), else at
+        each topic's start.
+
+        Spark asks again when it replays the checkpoint's batch 0, so the query's own batches
+        (``appId``) are left out: otherwise a replay of a batch 0 that PostgreSQL committed
+        would start at its own end and read nothing, and write nothing to the Delta tables
+        that still lacked it."""
         from include.db import connect
 
         with connect(self._settings) as conn:
             row = conn.execute(
-                "SELECT end_offset FROM stream_batches ORDER BY committed_at DESC LIMIT 1"
+                "SELECT end_offset FROM stream_batches WHERE app_id <> %s "
+                "ORDER BY committed_at DESC LIMIT 1",
+                (self._app_id,),
             ).fetchone()
         return {"topics": {} if row is None else dict(row[0])}
 

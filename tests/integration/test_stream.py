@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from pyspark.sql import SparkSession
 
@@ -109,3 +110,24 @@ def test_a_batch_left_out_of_delta_with_a_lost_checkpoint_is_completed(
     shutil.rmtree(settings.checkpoint_dir)
     run_stream_until_consumed(spark, settings, topics, reference)
     assert_end_state(settings, reference, tenants)
+
+
+def test_a_replayed_batch_0_starts_where_it_first_started(stream_settings: Settings) -> None:
+    # Spark asks the source for its initial offset again when it replays a checkpoint's batch
+    # 0. If PostgreSQL committed that batch before the job died, the start must still be the
+    # end of the earlier checkpoint's last batch, not the end of batch 0 itself.
+    from jobs.stream.pulsar_source import PulsarStreamReader
+
+    earlier = {"persistent://public/default/t.events": [3, 7, -1]}
+    own = {"persistent://public/default/t.events": [5, 2, -1]}
+    with connect(stream_settings, autocommit=True) as conn:
+        for app_id, end in [("stream-earlier", earlier), ("stream-current", own)]:
+            conn.execute(
+                "INSERT INTO stream_batches (app_id, batch_id, input_rows, valid_rows, "
+                "new_events, quarantined_rows, end_offset) VALUES (%s, 0, 1, 1, 1, 0, %s)",
+                (app_id, orjson.dumps(end).decode()),
+            )
+    reader = PulsarStreamReader({"appId": "stream-current"})
+    assert reader.initialOffset() == {"topics": earlier}
+    # A new checkpoint (a new app id) starts after the last batch of all.
+    assert PulsarStreamReader({"appId": "stream-new"}).initialOffset() == {"topics": own}
