@@ -28,8 +28,9 @@ from pyspark.sql.streaming.query import StreamingQuery
 from include.lake.storage import Location, as_location
 from include.settings import Settings
 from jobs.stream import metrics
+from jobs.stream.delta_files import FILES_SCHEMA
 from jobs.stream.repair import repair_unfinished_batches
-from jobs.stream.sink import LakeSink
+from jobs.stream.sink import SUMMARY_SCHEMA, BatchResult, LakeSink, batch_files, summarize
 from jobs.stream.validate import OUTPUT_SCHEMA, QUARANTINED, validate_batch
 
 log = logging.getLogger("jobs.stream")
@@ -71,6 +72,69 @@ def _validator(settings: Settings) -> Any:
             yield validate_batch(batch, currencies, template, max_bytes, ingest_time)
 
     return validate
+
+
+def _summarizer(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        yield summarize(batch)
+
+
+def _file_writer(lake: Location, tables: tuple[str, ...], silver_messages: Any) -> Any:
+    """The executors' side of a batch: write the Delta files of one partition's rows.
+
+    ``lake`` travels in the function (a standalone cluster's workers do not have the driver's
+    environment, so no ``LAKEHOUSE_*`` settings); ``silver_messages`` is a broadcast."""
+
+    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import os
+        import socket
+
+        from include.log import configure_logging
+
+        rows = pa.Table.from_batches(list(batches), schema=OUTPUT_SCHEMA)
+        files = batch_files(rows, lake, tables, silver_messages.value)
+        if files:
+            if not logging.getLogger().handlers:
+                configure_logging("INFO")
+            log.info(
+                "delta files written",
+                extra={
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "rows": rows.num_rows,
+                    "files": [f"{f['table']}/{f['path']}" for f in files],
+                },
+            )
+        yield pa.RecordBatch.from_pylist(files, schema=FILES_SCHEMA)
+
+    return write
+
+
+def write_micro_batch(
+    sink: LakeSink, frame: DataFrame, batch_id: int
+) -> tuple[pa.Table, BatchResult]:
+    """One micro-batch: executors summarize their rows, the driver runs the PostgreSQL step and
+    chooses silver's rows, executors write the Delta files, the driver commits them.
+
+    The frame is persisted for the two passes, so Pulsar is read once."""
+    frame.persist()
+    try:
+        summary = frame.mapInArrow(_summarizer, from_arrow_schema(SUMMARY_SCHEMA)).toArrow()
+        summary = summary.cast(SUMMARY_SCHEMA)
+        plan = sink.plan_batch(summary, batch_id)
+        files: list[dict[str, Any]] = []
+        if plan.pending:
+            chosen = frame.sparkSession.sparkContext.broadcast(plan.silver_messages)
+            try:
+                writer = _file_writer(sink.lake, plan.pending, chosen)
+                files = (
+                    frame.mapInArrow(writer, from_arrow_schema(FILES_SCHEMA)).toArrow().to_pylist()
+                )
+            finally:
+                chosen.destroy()
+        return summary, sink.commit_batch(plan, files)
+    finally:
+        frame.unpersist()
 
 
 def _record(table: pa.Table, result: Any, seconds: float) -> None:
@@ -135,9 +199,8 @@ def start_stream(
 
     def write(frame: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
-        table = frame.toArrow()
-        result = sink.write_batch(table, batch_id)
-        _record(table, result, time.monotonic() - started)
+        summary, result = write_micro_batch(sink, frame, batch_id)
+        _record(summary, result, time.monotonic() - started)
 
     reader = (
         spark.readStream.format("pulsar")

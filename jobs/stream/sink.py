@@ -6,14 +6,21 @@ the same ``batch_id`` and the same offsets, so the same rows. The PostgreSQL tra
 the batch id together with the event keys it counted; a replay finds the batch id and skips it,
 and reads back from ``stream_event_keys`` exactly which events that batch made new. Each Delta
 table records ``(app_id, batch_id)`` as an app transaction in the same commit as the rows; a
-replay skips every table whose ``transaction_version(app_id)`` has reached the batch.
+replay skips every table whose ``transaction_version(app_id)`` has reached the batch, and
+writes no file for it.
+
+The steps are split so the Delta files can be written where the rows are: ``plan_batch`` (the
+PostgreSQL step, from the batch's ``SUMMARY_SCHEMA`` columns), ``batch_files`` (Parquet files of
+any part of the batch, on an executor or here) and ``commit_batch`` (one commit per table).
+``write_batch`` runs the three on one Arrow table; the stream runs the middle one on its
+executors (``jobs.stream.job.write_micro_batch``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -22,12 +29,12 @@ import orjson
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, Transaction, write_deltalake
 
 from include.events.flatten import v2_only_columns
 from include.lake.storage import Location, as_location
 from include.warehouse.rollups import slot_of
-from jobs.stream.validate import QUARANTINED, VALID
+from jobs.stream.delta_files import commit_files, write_files
+from jobs.stream.validate import OUTPUT_SCHEMA, QUARANTINED, VALID
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +44,31 @@ ITEMS = "event_items"
 QUARANTINE = "quarantine"
 TABLES = (BRONZE, SILVER, ITEMS, QUARANTINE)
 _META = ["topic", "message_id", "publish_time", "ingest_time"]
+_PARTITIONS = {
+    BRONZE: ["tenant_id", "event_date"],
+    SILVER: ["tenant_id", "event_date"],
+    ITEMS: ["tenant_id", "event_date"],
+    QUARANTINE: ["topic_tenant", "ingest_date"],
+}
+# What the driver needs of each row: the PostgreSQL transaction's keys, metrics and offsets,
+# the choice of the rows silver and items get, the job's metrics. Not the payloads.
+_SUMMARY_COLUMNS = [
+    "status",
+    "reason",
+    "topic",
+    "topic_tenant",
+    "message_id",
+    "publish_time",
+    "ingest_time",
+    "tenant_id",
+    "event_id",
+    "event_type",
+    "event_time",
+    "order_total_amount",
+]
+SUMMARY_SCHEMA = pa.schema(
+    [OUTPUT_SCHEMA.field(n) for n in _SUMMARY_COLUMNS] + [pa.field("item_quantity", pa.int64())]
+)
 
 
 def _add_sums(table: str, column: str, bucket: str) -> str:
@@ -82,6 +114,70 @@ class BatchResult:
     quarantined_rows: int
     skipped_postgres: bool
     skipped_tables: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """A micro-batch after its PostgreSQL step: the Delta tables that still need it (the others
+    are ``result.skipped_tables``), and the messages (topic, message id) whose rows go to
+    silver and event_items."""
+
+    result: BatchResult
+    pending: tuple[str, ...]
+    silver_messages: frozenset[tuple[str, str]]
+
+
+def summarize(rows: pa.RecordBatch) -> pa.RecordBatch:
+    """The ``SUMMARY_SCHEMA`` columns of validated rows (on an executor, or on the driver)."""
+    quantities = [
+        sum(line["quantity"] for line in lines or []) for lines in rows.column("items").to_pylist()
+    ]
+    columns = [rows.column(n) for n in _SUMMARY_COLUMNS]
+    return pa.RecordBatch.from_arrays(
+        [*columns, pa.array(quantities, type=pa.int64())], schema=SUMMARY_SCHEMA
+    )
+
+
+def batch_files(
+    rows: pa.Table,
+    lake: Location,
+    tables: tuple[str, ...],
+    silver_messages: frozenset[tuple[str, str]],
+) -> list[dict[str, Any]]:
+    """Write the Delta files of validated ``rows`` (all of a batch, or one partition of it) for
+    ``tables``; return them as ``jobs.stream.delta_files.FILES_SCHEMA`` rows, uncommitted."""
+    status = rows.column("status")
+    valid = rows.filter(pc.equal(status, VALID))
+    files = []
+    if BRONZE in tables:
+        files += write_files(BRONZE, _bronze(valid), lake / BRONZE, _PARTITIONS[BRONZE])
+    if SILVER in tables or ITEMS in tables:
+        mask = [
+            key in silver_messages
+            for key in zip(
+                valid.column("topic").to_pylist(),
+                valid.column("message_id").to_pylist(),
+                strict=True,
+            )
+        ]
+        new_rows = valid.filter(pa.array(mask, type=pa.bool_()))
+        if SILVER in tables:
+            files += write_files(SILVER, _silver(new_rows), lake / SILVER, _PARTITIONS[SILVER])
+        if ITEMS in tables:
+            files += write_files(ITEMS, _items(new_rows), lake / ITEMS, _PARTITIONS[ITEMS])
+    if QUARANTINE in tables:
+        bad = rows.filter(pc.equal(status, QUARANTINED))
+        files += write_files(
+            QUARANTINE, _quarantine(bad), lake / QUARANTINE, _PARTITIONS[QUARANTINE]
+        )
+    return files
+
+
+def _empty_schema(name: str) -> pa.Schema:
+    """Table ``name``'s schema as a batch without rows (and without v2 events) writes it."""
+    empty = OUTPUT_SCHEMA.empty_table()
+    build = {BRONZE: _bronze, SILVER: _silver, ITEMS: _items, QUARANTINE: _quarantine}[name]
+    return build(empty).schema
 
 
 def _first_occurrences(tenants: list[str], events: list[str]) -> list[int]:
@@ -223,78 +319,74 @@ class LakeSink:
             ).fetchall()
         return {(r[0], r[1]) for r in rows}
 
-    # -- Delta -------------------------------------------------------------------------------
-    def _append(self, name: str, data: pa.Table, batch_id: int, partition_by: list[str]) -> bool:
-        """Append ``data`` to table ``name`` as batch ``batch_id``; False if already there."""
-        committed = self.committed_version(name)
-        if committed is not None and committed >= batch_id:
-            return False
-        location = self.table(name)
-        write_deltalake(
-            location.uri,
-            data,
-            storage_options=location.storage_options,
-            mode="append",
-            partition_by=partition_by,
-            schema_mode="merge",
-            commit_properties=CommitProperties(
-                app_transactions=[Transaction(self.app_id, batch_id)]
-            ),
-        )
-        return True
-
-    def write_batch(self, table: pa.Table, batch_id: int) -> BatchResult:
-        """Write one micro-batch everywhere, exactly once."""
+    # -- the batch -------------------------------------------------------------------------
+    def plan_batch(self, summary: pa.Table, batch_id: int) -> BatchPlan:
+        """Run the PostgreSQL step of a batch (``summary``: its ``SUMMARY_SCHEMA`` rows in batch
+        order) and choose what its Delta files hold."""
         started = time.monotonic()
-        status = table.column("status")
-        valid_all = table.filter(pc.equal(status, VALID))
-        quarantined = table.filter(pc.equal(status, QUARANTINED))
+        status = summary.column("status")
+        valid_all = summary.filter(pc.equal(status, VALID))
+        quarantined = summary.filter(pc.equal(status, QUARANTINED))
         keep = _first_occurrences(
             valid_all.column("tenant_id").to_pylist(), valid_all.column("event_id").to_pylist()
         )
         valid = valid_all.take(pa.array(keep, type=pa.int64()))
-        skipped_pg, new_events = self._write_postgres(valid, batch_id, table, quarantined, started)
-        skipped: list[str] = []
-        if not self._append(BRONZE, _bronze(valid_all), batch_id, ["tenant_id", "event_date"]):
-            skipped.append(BRONZE)
-        silver_done = self.committed_version(SILVER)
-        items_done = self.committed_version(ITEMS)
-        if (
-            min(
-                silver_done if silver_done is not None else -1,
-                items_done if items_done is not None else -1,
-            )
-            < batch_id
-        ):
+        skipped_pg, new_events = self._write_postgres(
+            valid, batch_id, summary, quarantined, started
+        )
+        pending = tuple(
+            name
+            for name in TABLES
+            if (done := self.committed_version(name)) is None or done < batch_id
+        )
+        chosen: frozenset[tuple[str, str]] = frozenset()
+        if SILVER in pending or ITEMS in pending:
             fresh = self._new_keys(batch_id)
-            mask = [
-                (t, e) in fresh
-                for t, e in zip(
+            chosen = frozenset(
+                (topic, message_id)
+                for tenant, event, topic, message_id in zip(
                     valid.column("tenant_id").to_pylist(),
                     valid.column("event_id").to_pylist(),
+                    valid.column("topic").to_pylist(),
+                    valid.column("message_id").to_pylist(),
                     strict=True,
                 )
-            ]
-            new_rows = valid.filter(pa.array(mask, type=pa.bool_()))
-            if not self._append(SILVER, _silver(new_rows), batch_id, ["tenant_id", "event_date"]):
-                skipped.append(SILVER)
-            if not self._append(ITEMS, _items(new_rows), batch_id, ["tenant_id", "event_date"]):
-                skipped.append(ITEMS)
-        else:
-            skipped += [SILVER, ITEMS]
-        if not self._append(
-            QUARANTINE, _quarantine(quarantined), batch_id, ["topic_tenant", "ingest_date"]
-        ):
-            skipped.append(QUARANTINE)
-        return BatchResult(
+                if (tenant, event) in fresh
+            )
+        result = BatchResult(
             batch_id,
-            table.num_rows,
+            summary.num_rows,
             valid_all.num_rows,
             new_events,
             quarantined.num_rows,
             skipped_pg,
-            tuple(skipped),
+            tuple(name for name in TABLES if name not in pending),
         )
+        return BatchPlan(result, pending, chosen)
+
+    def commit_batch(self, plan: BatchPlan, files: list[dict[str, Any]]) -> BatchResult:
+        """Commit the batch's files (``FILES_SCHEMA`` rows), each pending table once."""
+        skipped = set(plan.result.skipped_tables)
+        for name in plan.pending:
+            if not commit_files(
+                self.table(name),
+                [f for f in files if f["table"] == name],
+                _empty_schema(name),
+                _PARTITIONS[name],
+                self.app_id,
+                plan.result.batch_id,
+            ):
+                skipped.add(name)
+        return replace(plan.result, skipped_tables=tuple(n for n in TABLES if n in skipped))
+
+    def write_batch(self, table: pa.Table, batch_id: int) -> BatchResult:
+        """Write one micro-batch everywhere, exactly once, its files written here."""
+        summary = pa.Table.from_batches(
+            [summarize(batch) for batch in table.to_batches()], schema=SUMMARY_SCHEMA
+        )
+        plan = self.plan_batch(summary, batch_id)
+        files = batch_files(table, self.lake, plan.pending, plan.silver_messages)
+        return self.commit_batch(plan, files)
 
 
 def lake_caught_up(lake: Location | Path, dsn: str) -> bool:
@@ -323,9 +415,7 @@ def _metric_rows(valid: pa.Table) -> list[tuple[Any, ...]]:
     types = valid.column("event_type").to_pylist()
     minutes = pc.floor_temporal(valid.column("event_time"), unit="minute").to_pylist()
     amounts = valid.column("order_total_amount").to_pylist()
-    items = [
-        sum(line["quantity"] for line in lines or []) for lines in valid.column("items").to_pylist()
-    ]
+    items = valid.column("item_quantity").to_pylist()
     return list(zip(tenants, events, types, minutes, amounts, items, strict=True))
 
 

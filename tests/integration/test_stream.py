@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -79,7 +80,7 @@ def test_a_batch_left_out_of_delta_with_a_lost_checkpoint_is_completed(
     import shutil
 
     from jobs.stream.job import start_stream
-    from jobs.stream.sink import LakeSink
+    from jobs.stream.sink import BatchPlan, BatchResult, LakeSink
 
     settings = stream_settings
     tenants = ["half_alpha", "half_beta"]
@@ -92,14 +93,17 @@ def test_a_batch_left_out_of_delta_with_a_lost_checkpoint_is_completed(
     # The job dies right after a batch's PostgreSQL commit, before any Delta append...
     publish_mix(settings, merchants, 1_000, seed=42, reference=reference)
 
-    def crash(sink: LakeSink, name: str, data: object, batch_id: int, partition_by: object) -> bool:
-        committed = sink.committed_version(name)
-        if committed is not None and committed >= batch_id:
-            return False  # a replay of a finished batch (a stop can precede its commit log)
+    commit_batch = LakeSink.commit_batch
+
+    def crash(sink: LakeSink, plan: BatchPlan, files: list[dict[str, Any]]) -> BatchResult:
+        if not plan.pending:
+            # A replay of a finished batch (a stop can precede its commit log).
+            return commit_batch(sink, plan, files)
+        # The executors wrote this batch's files: they stay uncommitted, in no table version.
         raise RuntimeError("injected crash between the PostgreSQL and the Delta commits")
 
     with monkeypatch.context() as patch:
-        patch.setattr(LakeSink, "_append", crash)
+        patch.setattr(LakeSink, "commit_batch", crash)
         query = start_stream(spark, settings, topics=topics, trigger_seconds=1)
         with pytest.raises(Exception, match="injected crash"):
             query.awaitTermination(timeout=240)
