@@ -47,6 +47,15 @@ class Worker:
         app_dir = self.work_dir / app_id
         return sorted(p for p in app_dir.iterdir() if p.is_dir()) if app_dir.is_dir() else []
 
+    def log_lines(self, app_id: str) -> list[str]:
+        """Every line of ``app_id``'s executors' logs (``stderr``) on this worker."""
+        return [
+            line
+            for d in self.executor_dirs(app_id)
+            if (d / "stderr").exists()
+            for line in (d / "stderr").read_text(errors="replace").splitlines()
+        ]
+
     def tasks_run(self, app_id: str) -> int:
         """Tasks that ``app_id``'s executors on this worker started (from their logs)."""
         return sum(

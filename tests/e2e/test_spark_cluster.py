@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from jobs.stream.sink import TABLES
+from tests.e2e import lake_reader
 from tests.e2e.harness import MixRun, Platform, assert_end_state, run_mix
 from tests.spark_cluster import SparkCluster, standalone_cluster
 
@@ -80,6 +83,38 @@ def test_the_stream_runs_on_the_cluster_with_executors_on_both_workers(run: Clus
         w.work_dir.name: sum(w.tasks_run(a["id"]) for a in streams) for w in run.cluster.workers
     }
     assert sum(tasks.values()) > 0, tasks
+
+
+def _files_written_by_executors(run: ClusterRun) -> dict[str, set[str]]:
+    """Worker folder name -> ``table/path`` of every Delta file the stream's executors there
+    logged as written (``delta files written`` lines of ``jobs.stream.job._file_writer``)."""
+    written: dict[str, set[str]] = {}
+    for worker in run.cluster.workers:
+        paths = written.setdefault(worker.work_dir.name, set())
+        for app in run.apps("lakehouse-stream"):
+            for line in worker.log_lines(app["id"]):
+                if '"delta files written"' in line:
+                    paths.update(orjson.loads(line[line.index("{") :])["files"])
+    return written
+
+
+def test_the_stream_executors_wrote_every_delta_file_and_the_driver_none(
+    run: ClusterRun,
+) -> None:
+    # Every data file the Delta logs of the stream's tables reference was written by an
+    # executor on a worker: the driver commits files, it writes none. (A repair at a restart
+    # would write its batch's files on the driver and fail this; the run has none.)
+    by_worker = _files_written_by_executors(run)
+    written = set().union(*by_worker.values())
+    lake = run.platform.settings.lake_dir
+    committed = {
+        f"{table}/{path.relative_to(lake / table).as_posix()}"
+        for table in TABLES
+        for path in lake_reader.snapshot(lake / table).files
+    }
+    assert committed, "the stream committed no file"
+    assert committed <= written, sorted(committed - written)[:5]
+    assert {t.split("/")[0] for t in committed} == set(TABLES)
 
 
 def test_each_load_ran_on_the_cluster_with_executors_on_both_workers(run: ClusterRun) -> None:
