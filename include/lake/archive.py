@@ -194,6 +194,10 @@ def archive_old_partitions(
     return moved
 
 
+# Longer than any micro-batch takes from writing its files to committing them.
+_UNCOMMITTED_WRITE_HOURS = 1
+
+
 def maintain(lake: Location | Path, name: str, vacuum_retention_hours: int) -> dict[str, object]:
     """Compact small files, write a checkpoint, clean up the expired log and vacuum."""
     location = as_location(lake) / name
@@ -204,9 +208,16 @@ def maintain(lake: Location | Path, name: str, vacuum_retention_hours: int) -> d
     table = location.delta_table()
     table.create_checkpoint()
     table.cleanup_metadata()
-    # delta-rs only lists what it would delete unless dry_run=False.
+    # delta-rs only lists what it would delete unless dry_run=False. Its default ("lite") vacuum
+    # deletes only files the log removed; a "full" one also deletes files no commit ever added
+    # (the stream's executors wrote them for an attempt that died before its commit). A file
+    # being written for a commit to come is not in the log yet either, so "full" waits until
+    # the retention leaves it an hour.
     removed = table.vacuum(
-        retention_hours=vacuum_retention_hours, dry_run=False, enforce_retention_duration=False
+        retention_hours=vacuum_retention_hours,
+        dry_run=False,
+        enforce_retention_duration=False,
+        full=vacuum_retention_hours >= _UNCOMMITTED_WRITE_HOURS,
     )
     return {
         "files_added": compacted.get("numFilesAdded"),

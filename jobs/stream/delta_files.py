@@ -8,7 +8,8 @@ and the tests write the files on the driver through the same two functions.
 
 A file written by an attempt that never committed (the job died between the two steps, or the
 table already held the batch when a replay's commit came) belongs to no version of the table:
-readers never see it and ``DeltaTable.vacuum`` deletes it once it is older than the retention.
+readers never see it, and the lake maintenance's full vacuum (``include.lake.archive.maintain``)
+deletes it once it is older than the retention.
 """
 
 from __future__ import annotations

@@ -75,3 +75,26 @@ def test_files_written_apart_and_committed_read_back_everywhere(tmp_path: Path) 
     register_table(con, "t", location.path)
     assert con.execute("SELECT count(*), sum(n) FROM t").fetchone() == (4, 13)
     assert con.execute("SELECT count(*) FROM t WHERE tenant_id = 'a b/é'").fetchone() == (2,)
+
+
+def test_maintenance_deletes_files_no_commit_added_once_past_the_retention(
+    tmp_path: Path,
+) -> None:
+    import os
+    import time
+
+    from include.lake.archive import maintain
+
+    location = Location.of(tmp_path / "lake" / "t")
+    committed = write_files("t", _rows(["a"], 0), location, PARTITIONS)
+    assert commit_files(location, committed, V1, PARTITIONS, "app", 0)
+    old, recent = (
+        write_files("t", _rows(["a"], n), location, PARTITIONS)[0]["path"] for n in (5, 9)
+    )
+    three_hours_ago = time.time() - 3 * 3600
+    os.utime(location.path / old, (three_hours_ago, three_hours_ago))
+    maintain(tmp_path / "lake", "t", vacuum_retention_hours=2)
+    assert not (location.path / old).exists(), "an orphan past the retention stays"
+    assert (location.path / recent).exists(), "a file younger than the retention was deleted"
+    assert (location.path / committed[0]["path"]).exists()
+    assert DeltaTable(location.uri).to_pyarrow_table().num_rows == 1
