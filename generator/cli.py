@@ -138,6 +138,7 @@ def plan_from_args(args: argparse.Namespace, settings: Settings) -> PublishPlan:
     return PublishPlan(
         merchants=tuple(register_merchants(settings, tenant_ids)),
         pulsar_url=args.pulsar_url or settings.pulsar_url,
+        pulsar_auth_token=settings.pulsar_token,
         topic_template=settings.topic_template,
         count=args.count if args.mode == "burst" else None,
         rate=args.rate if args.mode == "continuous" else None,

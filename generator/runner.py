@@ -42,6 +42,7 @@ class PublishPlan:
     late_share: float = 0.0
     faults: FaultShares = field(default_factory=FaultShares)
     producer_id: str = "generator-1"
+    pulsar_auth_token: str | None = field(default=None, repr=False)
 
 
 class _Clock:
@@ -107,7 +108,7 @@ def publish(plan: PublishPlan, should_stop: Callable[[], bool] = lambda: False) 
     stream = message_stream(
         list(plan.merchants), rng, factory, plan.faults, _Clock(plan.start_time)
     )
-    client = pulsar_client(plan.pulsar_url)
+    client = pulsar_client(plan.pulsar_url, plan.pulsar_auth_token)
     publisher = Publisher(client, lambda t: topic_for(t, plan.topic_template))
     progress = _Progress(publisher, plan.count)
     tenants = [m.tenant_id for m in plan.merchants]

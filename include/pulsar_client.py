@@ -14,10 +14,16 @@ import pulsar
 _STDERR = "/dev/stderr"
 
 
-def pulsar_client(service_url: str, operation_timeout_seconds: int = 30) -> pulsar.Client:
-    """A client for ``service_url`` that logs warnings and errors to stderr."""
+def pulsar_client(
+    service_url: str, auth_token: str | None = None, operation_timeout_seconds: int = 30
+) -> pulsar.Client:
+    """A client for ``service_url`` that logs warnings and errors to stderr.
+
+    ``auth_token``: a token for Pulsar's token authentication (``LAKEHOUSE_PULSAR_AUTH_TOKEN``),
+    for a cluster that requires it; None for a broker without authentication."""
     return pulsar.Client(
         service_url,
+        authentication=pulsar.AuthenticationToken(auth_token) if auth_token else None,
         operation_timeout_seconds=operation_timeout_seconds,
         logger=pulsar.FileLogger(pulsar.LoggerLevel.Warn, _STDERR),
     )

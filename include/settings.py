@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     )
 
     pulsar_url: str = Field("pulsar://127.0.0.1:6650", description="Pulsar service URL.")
+    pulsar_auth_token: SecretStr | None = Field(
+        None,
+        description="Token for Pulsar's token authentication (a JWT the cluster issued); unset "
+        "for a broker without authentication (the embedded one).",
+    )
     pulsar_metrics_addr: str = Field(
         "127.0.0.1:9650", description="Loopback address of the embedded broker's metrics."
     )
@@ -304,6 +309,12 @@ class Settings(BaseSettings):
     def checkpoint_dir(self) -> Path:
         """The streaming job's Spark checkpoint, when it is a local folder."""
         return self._location(self.checkpoint, Path()).path
+
+    @property
+    def pulsar_token(self) -> str | None:
+        """The Pulsar authentication token in clear, or None."""
+        token = self.pulsar_auth_token
+        return None if token is None else token.get_secret_value()
 
     @property
     def pulsar_port(self) -> int:

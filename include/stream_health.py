@@ -62,7 +62,7 @@ def stream_health(settings: Settings) -> StreamHealth:
         tenants = list_tenants(conn)
     done: dict[str, list[int]] = {} if row is None else dict(row[0])
     waiting = []
-    client = pulsar_client(settings.pulsar_url)
+    client = pulsar_client(settings.pulsar_url, settings.pulsar_token)
     try:
         for tenant in tenants:
             topic = topic_for(tenant.tenant_id, settings.topic_template)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,6 +60,9 @@ class TopicRange(InputPartition):
     until: tuple[int, int, int]
     service_url: str
     read_timeout_ms: int
+    # Travels to the executors inside the pickled partition, never in the source's options
+    # (Spark shows those in plans and logs).
+    auth_token: str | None = field(default=None, repr=False)
 
 
 def _position(value: list[int] | None) -> tuple[int, int, int] | None:
@@ -70,7 +73,7 @@ def read_partition(part: TopicRange) -> Iterator[pa.RecordBatch]:
     """Executor side: the range's messages as Arrow record batches, each message once."""
     from include.pulsar_read import read_range
 
-    client = pulsar_client(part.service_url)
+    client = pulsar_client(part.service_url, part.auth_token)
     columns: dict[str, list[Any]] = {name: [] for name in ARROW_SCHEMA.names}
     try:
         for message in read_range(
@@ -124,7 +127,7 @@ class PulsarStreamReader(DataSourceStreamReader):
     def _pulsar(self) -> Any:
 
         if self._client is None:
-            self._client = pulsar_client(self._service_url)
+            self._client = pulsar_client(self._service_url, self._settings.pulsar_token)
         return self._client
 
     def _cursor(self, topic: str) -> Any:
@@ -242,6 +245,7 @@ class PulsarStreamReader(DataSourceStreamReader):
                     (until[0], until[1], until[2]),
                     self._service_url,
                     self._read_timeout_ms,
+                    self._settings.pulsar_token,
                 )
             )
         return ranges

@@ -59,6 +59,7 @@ class CommittedBatch:
                     (until[0], until[1], until[2]),
                     settings.pulsar_url,
                     read_timeout_ms=1_000,
+                    auth_token=settings.pulsar_token,
                 )
             )
         return out
