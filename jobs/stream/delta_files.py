@@ -168,15 +168,17 @@ def commit_files(
     it (schema evolution), by an empty append before the commit. ``empty_schema`` is the
     table's schema when the batch wrote no file to it.
     """
-    exists = location.is_delta_table()
-    if exists:
-        done = location.delta_table().transaction_version(app_id)
+    # Each load of the table replays its log (a listing and reads on S3): load it once, and
+    # again only after the append that changed its schema.
+    table = location.delta_table() if location.is_delta_table() else None
+    if table is not None:
+        done = table.transaction_version(app_id)
         if done is not None and done >= batch_id:
             return False
     schemas = [pa.ipc.read_schema(pa.py_buffer(f["schema"])) for f in files]
     schema = _union(schemas) if schemas else empty_schema
-    if not exists or not _field_paths(schema) <= _field_paths(
-        pa.schema(location.delta_table().schema().to_arrow())
+    if table is None or not _field_paths(schema) <= _field_paths(
+        pa.schema(table.schema().to_arrow())
     ):
         write_deltalake(
             location.uri,
@@ -186,7 +188,7 @@ def commit_files(
             partition_by=partition_by,
             schema_mode="merge",
         )
-    table = location.delta_table()
+        table = location.delta_table()
     now = int(time.time() * 1000)
     actions: list[AddAction | RemoveAction] = [
         AddAction(
