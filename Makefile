@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON_SYSTEM) -m uv")
 
-.PHONY: help setup browser run stop status logs test test-unit test-integration test-chaos check format \
+.PHONY: help setup test-tools run stop status logs test test-unit test-integration test-chaos check format \
         generate bench-generator bench-stream bench-load bench-api soak bench reset clean
 
 help: ## List the targets
@@ -24,15 +24,17 @@ $(VENV)/.synced: pyproject.toml uv.lock
 	$(UV) sync --frozen --python $(PYTHON_SYSTEM)
 	@touch $@
 
-# The browser test drives Debian's chromium (test tools cannot download their own browser here).
-BROWSER_PACKAGE := chromium
-browser:
-	@command -v chromium >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then echo "Installing $(BROWSER_PACKAGE) (apt-get) for the browser test"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGE) >/dev/null \
-	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGE) >/dev/null; }; \
-	  elif command -v sudo >/dev/null; then sudo apt-get install -y -qq $(BROWSER_PACKAGE); \
-	  else echo "The browser test needs chromium: apt-get install -y $(BROWSER_PACKAGE) as root."; exit 1; fi; }
+# Debian packages the tests drive: chromium for the browser tests (test tools cannot download
+# their own browser here), faketime for the runs with the clock moved ahead.
+TEST_PACKAGES := chromium faketime
+test-tools:
+	@missing=""; for tool in $(TEST_PACKAGES); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "Installing$$missing (apt-get) for the tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null \
+	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }; \
+	  elif command -v sudo >/dev/null; then sudo apt-get install -y -qq $$missing; \
+	  else echo "The tests need$$missing: apt-get install -y$$missing as root."; exit 1; fi; fi
 
 setup: $(VENV)/.synced ## Create the virtual environment from the lock file
 
@@ -48,19 +50,23 @@ status: setup ## Show what runs
 logs: setup ## Follow the services' logs (SERVICE=postgres|pulsar|generator for one)
 	@$(PY) -m include.embedded logs $(SERVICE)
 
-test: setup browser ## Run every test (unit, integration and end-to-end; starts its own services)
+test: setup test-tools ## Run every test (unit, integration and end-to-end; starts its own services)
 	$(PY) -m pytest
 
 test-unit: setup ## Run the fast unit tests only
 	$(PY) -m pytest -m unit
 
-test-integration: setup browser ## Run the tests that start real services
+test-integration: setup test-tools ## Run the tests that start real services
 	$(PY) -m pytest -m integration
+
+CLOCK_SHIFT_DAYS ?= 400
+test-clock-shift: setup test-tools ## Run every test with the clock CLOCK_SHIFT_DAYS days ahead (faketime): the result must not depend on the date
+	faketime -f "+$(CLOCK_SHIFT_DAYS)d" $(PY) -m pytest -p tests.clock_shift $(PYTEST_ARGS)
 
 test-chaos: setup ## Run the chaos suite: the end-to-end run with each kind of fault (LAKEHOUSE_CHAOS_SEED to replay)
 	$(PY) -m pytest tests/chaos -m chaos
 
-.PHONY: test-e2e
+.PHONY: test-e2e test-clock-shift
 test-e2e: setup ## Run the end-to-end test: every component as `make run` starts it, exact numbers
 	$(PY) -m pytest tests/e2e
 

@@ -25,7 +25,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from itertools import islice
 from typing import Any
@@ -45,6 +45,7 @@ from include.pulsar_client import pulsar_client
 from include.settings import Settings
 from include.tenants import topic_for
 from tests.airflow_api import AirflowApi
+from tests.clock import iso_z
 from tests.e2e import lake_reader
 from tests.integration.api_reference import (
     ZERO_MEASURES,
@@ -52,7 +53,7 @@ from tests.integration.api_reference import (
     event_time,
     expected_metrics,
 )
-from tests.integration.stream_fixtures import REASON_OF_KIND, hand_made_bad_messages
+from tests.integration.stream_fixtures import MIX_START, REASON_OF_KIND, hand_made_bad_messages
 from tests.services import embedded_platform
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,9 @@ SERVICES = ("postgres", "pulsar")
 APPS = ("stream", "api", *supervisor.AIRFLOW_APPS)
 PROGRAMS = (*SERVICES, *APPS)
 LOAD_DAG = "load_postgres"
-# Sessions end 7 s apart from here on; late ones are shifted back by 1 hour to 3 days.
-START = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+# Sessions end 7 s apart from here on; late ones are shifted back by 1 hour to 3 days. Ten days
+# ago (tests.clock): young enough for archive_lake to keep, old enough to be all in the past.
+START = MIX_START
 FAULTS = FaultShares(duplicate=0.05, malformed=0.02, unsupported_version=0.02, tenant_mismatch=0.03)
 # load_postgres: each target (load_watermarks.target) and the lake table it loads from.
 LOAD_SOURCES = {"events": "silver", "event_items": "event_items"}
@@ -587,7 +589,7 @@ def assert_usage(platform: Platform, token: str, exp: Expected, tenant: str) -> 
 
 def assert_isolation(platform: Platform, tokens: dict[str, str], exp: Expected) -> None:
     """A tenant token gets 403 on every other tenant and on admin endpoints."""
-    window = {"start": "2026-11-01T00:00:00Z", "end": "2026-12-01T00:00:00Z"}
+    window = {"start": iso_z(START - timedelta(days=20)), "end": iso_z(START + timedelta(days=10))}
     for tenant, token in tokens.items():
         for other in exp.tenants:
             if other == tenant:

@@ -25,6 +25,11 @@ from include.settings import Settings
 from include.tenants import register_tenant, topic_for
 from jobs.stream.job import start_stream
 from jobs.stream.sink import lake_caught_up
+from tests.clock import days_ago
+
+# Where a published mix starts by default: ten days ago, so its late sessions (up to three days
+# earlier) and its 7-second clock stay well inside every rule relative to now.
+MIX_START = days_ago(10)
 
 REASON_OF_KIND = {
     "malformed": "invalid_json",
@@ -122,7 +127,7 @@ def publish_mix(
     start: datetime | None = None,
 ) -> None:
     """Publish ``count`` generated messages (every fault kind) plus hand-made bad ones."""
-    start = start or datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    start = start or MIX_START
     rng = random.Random(seed)
     clock_state = [start]
 

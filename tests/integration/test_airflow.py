@@ -8,6 +8,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from include.embedded import airflow, supervisor
 from include.embedded.paths import StatePaths
 from include.settings import Settings
 from tests.airflow_api import AirflowApi
+from tests.clock import days_ago, iso_z
 from tests.integration.stream_fixtures import register, wait_until_consumed
 from tests.services import embedded_platform, run_generator
 
@@ -203,9 +205,11 @@ def test_archive_then_replay_rebuilds_postgres_exactly(live: tuple[Settings, Air
     with connect(settings) as conn:
         row = conn.execute("SELECT coalesce(sum(input_rows), 0) FROM stream_batches").fetchone()
     assert row is not None
+    # Ninety days ago: older than archive_lake's hot days (30) on any day the test runs.
+    old_day = days_ago(90, hour=8)
     summary = run_generator(
         settings, "burst", "--count", "1500", "--seed", "73", "--tenants", tenant,
-        "--start-time", "2026-09-01T08:00:00+00:00",
+        "--start-time", old_day.isoformat(),
     )  # fmt: skip
     wait_until_consumed(settings, int(row[0]) + summary["sent"])
     assert api.wait_for_run("load_postgres", api.trigger("load_postgres")) == "success"
@@ -228,8 +232,8 @@ def test_archive_then_replay_rebuilds_postgres_exactly(live: tuple[Settings, Air
         conn.execute("DELETE FROM event_items WHERE tenant_id = %s", (tenant,))
     conf = {
         "tenant": tenant,
-        "date_from": "2026-08-01",
-        "date_to": "2026-10-31",
+        "date_from": (old_day - timedelta(days=31)).date().isoformat(),
+        "date_to": (old_day + timedelta(days=60)).date().isoformat(),
         "source": "archive",
     }
     assert api.wait_for_run("replay", api.trigger("replay", conf)) == "success"
@@ -260,7 +264,13 @@ def test_live_metrics_move_as_the_generator_publishes(live: tuple[Settings, Airf
     tenant = TENANTS.split(",")[0]
     token = f"{tenant}-token"  # the documented dev token
     _api_ready(settings, token)
-    window = {"start": "2026-11-01T00:00:00Z", "end": "2026-12-01T00:00:00Z"}
+    # Eleven days ago, and a window that ends before today: the earlier tests' bursts (at the
+    # current time) never enter it, even while the stream still consumes them.
+    burst_at = days_ago(11, hour=10)
+    window = {
+        "start": iso_z(burst_at.replace(hour=0) - timedelta(days=10)),
+        "end": iso_z(burst_at.replace(hour=0) + timedelta(days=2)),
+    }
 
     def events_now() -> int:
         response = _api(settings, "GET", "/metrics", token, granularity="day", **window)
@@ -273,7 +283,7 @@ def test_live_metrics_move_as_the_generator_publishes(live: tuple[Settings, Airf
     assert row is not None
     summary = run_generator(
         settings, "burst", "--count", "400", "--seed", "75", "--tenants", tenant,
-        "--start-time", "2026-11-20T10:00:00+00:00", "--late-share", "0",
+        "--start-time", burst_at.isoformat(), "--late-share", "0",
     )  # fmt: skip
     wait_until_consumed(settings, int(row[0]) + summary["sent"])
     valid = summary["per_tenant"][tenant]["valid"]
@@ -292,17 +302,31 @@ def test_erasure_reaches_the_lake_through_airflow_and_a_replay_does_not_bring_it
     with connect(settings) as conn:
         row = conn.execute("SELECT coalesce(sum(input_rows), 0) FROM stream_batches").fetchone()
     assert row is not None
+    # Ten days ago: the replayed window below holds this burst and none of the earlier tests'
+    # events of the tenant (published at the current time), on any day the test runs.
+    burst_at = days_ago(10, hour=10)
     summary = run_generator(
         settings, "burst", "--count", "600", "--seed", "76", "--tenants", tenant,
-        "--start-time", "2026-11-21T10:00:00+00:00", "--late-share", "0",
+        "--start-time", burst_at.isoformat(), "--late-share", "0",
     )  # fmt: skip
     wait_until_consumed(settings, int(row[0]) + summary["sent"])
     assert api.wait_for_run("load_postgres", api.trigger("load_postgres")) == "success"
+    date_from = burst_at.date() - timedelta(days=1)
+    date_to = burst_at.date() + timedelta(days=1)
     silver = DeltaTable(str(settings.lake_dir / "silver")).to_pyarrow_table(
         filters=[("tenant_id", "=", tenant)]
     )
-    customers = Counter(silver.column("customer_customer_id").to_pylist())
-    customer, count = customers.most_common(1)[0]
+    days = silver.column("event_date").to_pylist()
+    in_window = [
+        customer
+        for customer, day in zip(
+            silver.column("customer_customer_id").to_pylist(), days, strict=True
+        )
+        if date_from <= day <= date_to
+    ]
+    # The burst has no late sessions and no duplicates: the window holds exactly its valid events.
+    assert len(in_window) == summary["per_tenant"][tenant]["valid"] > 0
+    customer, count = Counter(in_window).most_common(1)[0]
     assert count >= 2
 
     response = _api(
@@ -335,7 +359,12 @@ def test_erasure_reaches_the_lake_through_airflow_and_a_replay_does_not_bring_it
         return lake_rows, int(pg[0])
 
     assert customer_rows() == (0, 0)
-    conf = {"tenant": tenant, "date_from": "2026-11-01", "date_to": "2026-11-30", "source": "delta"}
+    conf = {
+        "tenant": tenant,
+        "date_from": date_from.isoformat(),
+        "date_to": date_to.isoformat(),
+        "source": "delta",
+    }
     with connect(settings, autocommit=True) as conn:  # PostgreSQL lost the tenant: replay it
         conn.execute("DELETE FROM events WHERE tenant_id = %s", (tenant,))
     assert api.wait_for_run("replay", api.trigger("replay", conf)) == "success"
@@ -344,4 +373,5 @@ def test_erasure_reaches_the_lake_through_airflow_and_a_replay_does_not_bring_it
         back = conn.execute(
             "SELECT count(*) FROM events WHERE tenant_id = %s", (tenant,)
         ).fetchone()
-    assert back is not None and back[0] >= len(silver) - count > 0
+    # Exactly the window's events, less the erased customer's: nothing else was replayed.
+    assert back == (len(in_window) - count,)

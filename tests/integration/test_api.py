@@ -30,6 +30,7 @@ from include.tenants import topic_for
 from include.warehouse.tables import EVENT_ITEMS, EVENTS
 from jobs.load.loader import load_table
 from tests.api_server import run_schemathesis, serve_api, wait_until_authenticated
+from tests.clock import days_ago, iso_z
 from tests.integration.api_reference import (
     ZERO_MEASURES,
     as_reference,
@@ -37,6 +38,7 @@ from tests.integration.api_reference import (
     expected_metrics,
 )
 from tests.integration.stream_fixtures import (
+    MIX_START,
     Reference,
     publish_mix,
     publish_valid,
@@ -45,6 +47,21 @@ from tests.integration.stream_fixtures import (
 )
 
 ALPHA, BETA = "api_alpha", "api_beta"
+# The published mix starts on this day (relative to today, see tests.clock); its late sessions
+# reach back up to three days.
+MIX_DAY = MIX_START.replace(hour=0)
+
+
+def _days(first: int, end: int) -> dict[str, str]:
+    """A range of whole days around the mix: from ``MIX_DAY + first`` to ``MIX_DAY + end``."""
+    return {
+        "start": iso_z(MIX_DAY + timedelta(days=first)),
+        "end": iso_z(MIX_DAY + timedelta(days=end)),
+    }
+
+
+# Every event of the mix, the late ones included.
+WHOLE_MIX = _days(-3, 2)
 RESET = (
     "TRUNCATE stream_event_keys, stream_batches, stream_minute_metrics, stream_slot_metrics, "
     "stream_heartbeat, stream_quarantine_counts, events, event_items, session_slots, "
@@ -172,6 +189,7 @@ def test_daily_metrics_in_a_half_hour_zone_and_minute_metrics_from_raw_events(ap
 
 def test_metrics_limits_are_clear_422s(api: Api) -> None:
     token = api.tokens[ALPHA]
+    # Fixed dates: each case breaks a rule of the request alone, whatever today is.
     cases = {
         "end must be after start": {"start": "2026-11-20T12:00:00Z", "end": "2026-11-20T11:00:00Z"},
         "at most 400 days": {"start": "2024-01-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"},
@@ -237,11 +255,11 @@ def test_pii_is_masked_for_tenant_tokens_only(api: Api) -> None:
 
 
 ENDPOINTS = [
-    ("/metrics", {"start": "2026-11-20T00:00:00Z", "end": "2026-11-21T00:00:00Z"}),
-    ("/metrics/funnel", {"start": "2026-11-18T00:00:00Z", "end": "2026-11-21T00:00:00Z"}),
-    ("/metrics/top-products", {"start": "2026-11-18T00:00:00Z", "end": "2026-11-21T00:00:00Z"}),
+    ("/metrics", _days(0, 1)),
+    ("/metrics/funnel", _days(-2, 1)),
+    ("/metrics/top-products", _days(-2, 1)),
     ("/events", {"limit": 5}),
-    ("/anomalies", {"start": "2026-11-20T00:00:00Z", "end": "2026-11-21T00:00:00Z"}),
+    ("/anomalies", _days(0, 1)),
     ("/usage", {}),
 ]
 
@@ -268,8 +286,7 @@ def test_every_endpoint_for_both_roles_and_no_cross_tenant_read(
 
 
 def test_endpoint_answers_follow_the_published_data(api: Api) -> None:
-    funnel = api.get("/metrics/funnel", api.tokens[ALPHA], start="2026-11-17T00:00:00Z",
-                     end="2026-11-22T00:00:00Z").json()  # fmt: skip
+    funnel = api.get("/metrics/funnel", api.tokens[ALPHA], **WHOLE_MIX).json()
     steps = {s["step"]: s["sessions"] for s in funnel["steps"]}
     sessions_with: Counter[str] = Counter()
     per_session: dict[str, set[str]] = {}
@@ -283,8 +300,9 @@ def test_endpoint_answers_follow_the_published_data(api: Api) -> None:
     assert steps == {step: sessions_with[step] for step in order}
     assert steps["purchase"] > 0
 
-    top = api.get("/metrics/top-products", api.tokens[ALPHA], start="2026-11-17T00:00:00Z",
-                  end="2026-11-22T00:00:00Z", by="quantity", limit=3).json()  # fmt: skip
+    top = api.get(
+        "/metrics/top-products", api.tokens[ALPHA], **WHOLE_MIX, by="quantity", limit=3
+    ).json()
     quantities: Counter[str] = Counter()
     for event in api.ref.events[ALPHA]:
         if event["event_type"] == "purchase":
@@ -312,8 +330,7 @@ def test_fraud_detector_uses_the_tenant_threshold(api: Api, platform: Settings) 
         )
         conn.commit()
     try:
-        body = api.get("/anomalies", api.tokens[ALPHA], start="2026-11-17T00:00:00Z",
-                       end="2026-11-22T00:00:00Z", limit=1000).json()  # fmt: skip
+        body = api.get("/anomalies", api.tokens[ALPHA], **WHOLE_MIX, limit=1000).json()
     finally:
         with connect(platform) as conn:
             conn.execute("UPDATE tenants SET fraud_score_threshold = 0.9 WHERE tenant_id = %s",
@@ -334,7 +351,7 @@ def test_hourly_outliers_are_found_against_a_trailing_baseline(
     # A quiet tenant whose speed layer holds 10 days of steady hourly orders and one spike.
     tenant = "api_gamma"
     register(platform, [tenant])
-    start = datetime(2026, 10, 1, tzinfo=UTC)
+    start = days_ago(60, hour=0)
     spike = start + timedelta(hours=200)
     rows = []
     for hour in range(240):

@@ -506,6 +506,7 @@ def test_oversize_values_are_refused(api: Api) -> None:
         (api.get("/metrics/top-products", {**span, "limit": 101}), 422),
         (api.get("/metrics", {**span, "start": span["start"] + "0" * 5_000}), 422),
         (
+            # Six years: over the 400-day limit, whatever today is.
             api.get("/metrics", {"start": "2020-01-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}),
             422,
         ),
@@ -527,6 +528,7 @@ def test_invalid_cursors_are_refused(api: Api) -> None:
     real = orjson.loads(first.body)["next_cursor"]
     assert real, "more than one event, so a first page has a next cursor"
     assert api.get("/events", {"limit": 1, "cursor": real}).status == 200
+    # Malformed cursors: their times are checked for form, never against today.
     cursors = [
         "not-a-cursor",
         "=",

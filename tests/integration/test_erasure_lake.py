@@ -52,6 +52,8 @@ TENANT_A, TENANT_B = "erase_alpha", "erase_beta"
 TEMPLATE = "persistent://public/default/{tenant_id}.events"
 TARGET = "c_777777"
 LOOK_ALIKE = TARGET + "0"  # contains the target's id: must survive
+# Fixed days: validation is given its publish and ingest times and the archive its cut-off, so
+# nothing in the lake half compares them with today.
 DAY_ONE, DAY_TWO = date(2026, 11, 19), date(2026, 11, 20)
 TABLES = ("silver", "bronze", "event_items", "quarantine")
 # What identifies a row of each table, and what else the reference needs to read.
@@ -313,7 +315,9 @@ def test_ids_that_could_escape_a_predicate_are_refused(
 
 # -- PostgreSQL: the request's steps -----------------------------------------------------------
 PG_TENANT = "erase_pg_shop"
-EVENT_TIME = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+EVENT_TIME = datetime(
+    2026, 11, 20, 12, 0, tzinfo=UTC
+)  # its partitions are made here; no rule of now
 
 
 def _insert_event(conn: psycopg.Connection, event_id: uuid.UUID, customer: str, items: int) -> None:

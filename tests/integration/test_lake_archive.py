@@ -1,4 +1,8 @@
-"""Archiving lake partitions against real Delta tables (delta-rs) and Parquet files."""
+"""Archiving lake partitions against real Delta tables (delta-rs) and Parquet files.
+
+The dates here are fixed on purpose: the archive functions take their cut-off (``before``) as an
+argument and never read the clock, so "old" means "before that argument" on any day.
+"""
 
 from __future__ import annotations
 

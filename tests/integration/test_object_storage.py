@@ -16,7 +16,6 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from jobs.load.loader import load_table
 from jobs.load.replay import replay
 from jobs.stream.repair import last_batches_of_other_apps, read_and_validate
 from jobs.stream.sink import TABLES, LakeSink
+from tests.clock import days_ago
 from tests.integration.stream_fixtures import (
     Reference,
     assert_end_state,
@@ -51,10 +51,11 @@ from tests.s3_server import S3Server, s3_server
 
 BUCKET = "lakehouse"
 TENANTS = ["s3_alpha", "s3_beta"]
-OLD_DAY = datetime(2026, 9, 1, 12, 0, tzinfo=UTC)  # archived by the archive test
-ARCHIVE_BEFORE = date(2026, 10, 1)
-REPLAY_FROM = date(2026, 1, 1)
-RECENT_DAY = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)  # stays in the lake
+# Relative to today: the stream accepts event times up to ten years before their publication.
+OLD_DAY = days_ago(90)  # archived by the archive test
+ARCHIVE_BEFORE = days_ago(60).date()
+REPLAY_FROM = days_ago(365).date()
+RECENT_DAY = days_ago(10)  # stays in the lake
 
 
 @pytest.fixture(scope="session")

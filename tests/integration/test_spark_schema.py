@@ -26,7 +26,7 @@ def _payloads(n: int) -> list[bytes]:
         rng,
         SessionFactory(rng, v2_share=0.5),
         FaultShares(),
-        lambda: datetime(2026, 5, 1, tzinfo=UTC),
+        lambda: datetime(2026, 5, 1, tzinfo=UTC),  # fixed: nothing here reads the clock
     )
     return [m.payload for m in islice(stream, n)]
 
@@ -72,7 +72,7 @@ def test_validation_in_spark_matches_the_contract(spark: SparkSession) -> None:
     from jobs.stream.pulsar_source import ARROW_SCHEMA
     from jobs.stream.validate import OUTPUT_SCHEMA, validate_batch
 
-    now = datetime(2026, 5, 1, tzinfo=UTC)
+    now = datetime(2026, 5, 1, tzinfo=UTC)  # publish and ingest time: validation reads no clock
     template = "persistent://public/default/{tenant_id}.events"
     payloads = [*_payloads(60), b"{broken"]
     raw = pa.Table.from_pydict(

@@ -10,13 +10,14 @@ import os
 import random
 import signal
 import time
-from datetime import UTC, datetime
+from datetime import timedelta
 
 from include.db import connect
 from include.embedded import supervisor
 from include.embedded.paths import StatePaths
 from include.settings import Settings
 from tests.integration.stream_fixtures import (
+    MIX_START,
     Reference,
     assert_end_state,
     publish_mix,
@@ -73,7 +74,7 @@ def test_sigkill_at_random_moments_changes_nothing() -> None:
                     1_500,
                     seed=6,
                     reference=reference,
-                    start=datetime(2026, 11, 21, 8, 0, tzinfo=UTC),
+                    start=MIX_START + timedelta(hours=20),
                 )
                 tenants.append("recov_late")
         try:

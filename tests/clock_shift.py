@@ -1,0 +1,98 @@
+"""pytest plugin for a run with the clock moved ahead: ``make test-clock-shift``.
+
+The run is started under Debian's ``faketime`` (libfaketime preloaded), so every process the
+tests start inherits the shifted clock: PostgreSQL's ``now()``, Spark, Airflow's scheduler and
+DAGs, the API, the generator. One process is kept on the real clock: pulsar-lite deadlocks at
+start under libfaketime (its jemalloc and libfaketime's symbol lookups both initialise inside
+``malloc``), and it needs no shift, since Pulsar producers stamp a message's publish time.
+
+Load it with ``-p tests.clock_shift``; it refuses to run when the clock is not shifted, so a
+run that was meant to prove date independence cannot silently prove nothing.
+
+File times cannot be shifted for every reader: the kernel stamps files with the real time, and
+libfaketime (0.9.10, Debian 12) shifts what ``stat`` reports but not ``statx``, which Rust's
+standard library, and so delta-rs, uses. A test that compares a file's age as delta-rs sees it
+with the clock is therefore skipped in a shifted run (``REAL_FILE_TIMES``, with the reason); it
+runs in every plain ``make test``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from include.embedded import broker
+from include.embedded.paths import StatePaths
+
+# What libfaketime reads; the broker is started without them.
+_FAKETIME_ENV = ("LD_PRELOAD", "FAKETIME")
+_DAY = 86_400.0
+_SHIFT = pytest.StashKey[float]()
+
+
+def real_time() -> float:
+    """Seconds since the epoch on the real clock (a process started without libfaketime)."""
+    drop = [arg for name in _FAKETIME_ENV for arg in ("-u", name)]
+    out = subprocess.run(["env", *drop, "date", "+%s"], capture_output=True, text=True, check=True)
+    return float(out.stdout)
+
+
+def shift_days() -> float:
+    """How many days this process's clock runs ahead of the real one."""
+    return (time.time() - real_time()) / _DAY
+
+
+_unshifted_broker = broker.server_command
+
+
+def _broker_on_the_real_clock(paths: StatePaths) -> list[str]:
+    drop = [arg for name in _FAKETIME_ENV for arg in ("-u", name)]
+    return ["env", *drop, *_unshifted_broker(paths)]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Check the clock is shifted, and start the broker on the real clock."""
+    days = shift_days()
+    if "faketime" not in os.environ.get("LD_PRELOAD", "") or days < 1:
+        raise pytest.UsageError(
+            "tests.clock_shift needs a shifted clock: run it under faketime, e.g. "
+            "`faketime -f +400d python -m pytest -p tests.clock_shift` (make test-clock-shift)"
+        )
+    config.stash[_SHIFT] = days
+    broker.server_command = _broker_on_the_real_clock
+
+
+# Tests whose meaning rests on file times read by delta-rs agreeing with the process clock.
+REAL_FILE_TIMES = {
+    "tests/unit/test_delta_files.py::"
+    "test_maintenance_deletes_files_no_commit_added_once_past_the_retention": (
+        "delta-rs reads file ages with statx, which libfaketime does not shift"
+    ),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Skip, with the reason, the tests a shifted clock cannot run meaningfully."""
+    for item in items:
+        reason = REAL_FILE_TIMES.get(item.nodeid)
+        if reason is not None:
+            item.add_marker(pytest.mark.skip(reason=f"shifted clock: {reason}"))
+
+
+def _shift_line(config: pytest.Config) -> str:
+    return f"clock shifted: {config.stash[_SHIFT]:.1f} days ahead of the real clock"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say how far ahead the clock runs, at the top of the run."""
+    return _shift_line(config)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    """Say it again at the end, where a quiet run and a log's tail show it."""
+    terminalreporter.write_line(_shift_line(config))
