@@ -31,7 +31,7 @@ from jobs.stream import metrics
 from jobs.stream.delta_files import FILES_SCHEMA
 from jobs.stream.repair import repair_unfinished_batches
 from jobs.stream.sink import SUMMARY_SCHEMA, BatchResult, LakeSink, batch_files, summarize
-from jobs.stream.validate import OUTPUT_SCHEMA, QUARANTINED, validate_batch
+from jobs.stream.validate import OUTPUT_SCHEMA, QUARANTINED
 
 log = logging.getLogger("jobs.stream")
 _APP_ID_FILE = "lakehouse_app_id"
@@ -53,25 +53,6 @@ def _use_s3_checkpoint(spark: SparkSession, settings: Settings) -> None:
     hadoop = spark.sparkContext._jsc.hadoopConfiguration()
     for key, value in settings.s3.hadoop_options().items():
         hadoop.set(key.removeprefix("spark.hadoop."), value)
-
-
-def _validator(settings: Settings) -> Any:
-    template = settings.topic_template
-    max_bytes = settings.stream_max_payload_bytes
-    dsn = settings.pg_dsn
-
-    def validate(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import psycopg
-
-        # Once per task: new tenants and their currencies are seen from the next batch on.
-        with psycopg.connect(dsn) as conn:
-            rows = conn.execute("SELECT tenant_id, currency FROM tenants").fetchall()
-        currencies: dict[str, str] = {str(t): str(c) for t, c in rows}
-        ingest_time = datetime.now(UTC)
-        for batch in batches:
-            yield validate_batch(batch, currencies, template, max_bytes, ingest_time)
-
-    return validate
 
 
 def _summarizer(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -202,16 +183,20 @@ def start_stream(
         summary, result = write_micro_batch(sink, frame, batch_id)
         _record(summary, result, time.monotonic() - started)
 
+    # The source validates as it reads: one Python worker type, one pass per message.
     reader = (
         spark.readStream.format("pulsar")
         .option("serviceUrl", settings.pulsar_url)
         .option("appId", sink.app_id)
+        .option("validate", "true")
+        .option("topicTemplate", settings.topic_template)
+        .option("maxPayloadBytes", str(settings.stream_max_payload_bytes))
     )
     if topics:
         reader = reader.option("topics", ",".join(topics))
     if settings.stream_max_records_per_batch:
         reader = reader.option("maxRecordsPerTrigger", str(settings.stream_max_records_per_batch))
-    validated = reader.load().mapInArrow(_validator(settings), from_arrow_schema(OUTPUT_SCHEMA))
+    validated = reader.load()
     interval = trigger_seconds or settings.stream_trigger_seconds
     return (
         validated.writeStream.foreachBatch(write)

@@ -8,8 +8,14 @@ message past its end offset. Topics come from the tenant registry (one per activ
 are refreshed every ``topicRefreshSeconds``. ``commit(end)`` acknowledges cumulatively on a
 durable subscription, so the broker keeps every message not yet processed.
 
+With ``validate`` set to ``true`` the read also validates and flattens (one Python pass per
+message, in the same worker that read it): the source's schema is then the validated one
+(``jobs.stream.validate.OUTPUT_SCHEMA``), and the registered tenants' currencies, read once per
+micro-batch on the driver, travel to the executors inside each partition.
+
 Options: ``serviceUrl``, ``topics`` (comma-separated; otherwise the tenant registry),
-``maxRecordsPerTrigger``, ``subscription``, ``topicRefreshSeconds``, ``readTimeoutMs``.
+``maxRecordsPerTrigger``, ``subscription``, ``topicRefreshSeconds``, ``readTimeoutMs``,
+``validate``, ``topicTemplate``, ``maxPayloadBytes`` (the last two with ``validate``).
 """
 
 from __future__ import annotations
@@ -19,13 +25,17 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows
 
 from include.pulsar_client import pulsar_client
+
+if TYPE_CHECKING:
+    from include.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +62,28 @@ Offset = dict[str, dict[str, list[int]]]
 
 
 @dataclass(frozen=True)
+class Validation:
+    """What validating a partition's messages needs, shipped inside the partition."""
+
+    # Every registered tenant's currency, as of the micro-batch's planning.
+    currencies: tuple[tuple[str, str], ...]
+    topic_template: str
+    max_payload_bytes: int
+
+    @classmethod
+    def from_registry(
+        cls, settings: Settings, topic_template: str, max_payload_bytes: int
+    ) -> Validation:
+        """The context with the currencies the tenant registry holds now."""
+        from include.db import connect
+
+        with connect(settings) as conn:
+            rows = conn.execute("SELECT tenant_id, currency FROM tenants").fetchall()
+        currencies = tuple(sorted((str(t), str(c)) for t, c in rows))
+        return cls(currencies, topic_template, max_payload_bytes)
+
+
+@dataclass(frozen=True)
 class TopicRange(InputPartition):
     """Messages of ``topic`` after ``after`` (exclusive) up to ``until`` (inclusive)."""
 
@@ -63,6 +95,8 @@ class TopicRange(InputPartition):
     # Travels to the executors inside the pickled partition, never in the source's options
     # (Spark shows those in plans and logs).
     auth_token: str | None = field(default=None, repr=False)
+    # Set: the read yields validated rows (OUTPUT_SCHEMA) instead of raw messages.
+    validation: Validation | None = None
 
 
 def _position(value: list[int] | None) -> tuple[int, int, int] | None:
@@ -70,33 +104,75 @@ def _position(value: list[int] | None) -> tuple[int, int, int] | None:
 
 
 def read_partition(part: TopicRange) -> Iterator[pa.RecordBatch]:
-    """Executor side: the range's messages as Arrow record batches, each message once."""
+    """Executor side: the range's messages as Arrow record batches, each message once; validated
+    and flattened when the partition carries a ``Validation``."""
+    raw = read_raw(part)
+    if part.validation is None:
+        return raw
+    return _validated(raw, part.validation)
+
+
+def _validated(raw: Iterator[pa.RecordBatch], validation: Validation) -> Iterator[pa.RecordBatch]:
+    from jobs.stream.validate import validate_batch
+
+    currencies = dict(validation.currencies)
+    ingest_time = datetime.now(UTC)
+    for batch in raw:
+        yield validate_batch(
+            batch,
+            currencies,
+            validation.topic_template,
+            validation.max_payload_bytes,
+            ingest_time,
+        )
+
+
+def read_raw(part: TopicRange) -> Iterator[pa.RecordBatch]:
+    """The range's raw messages (``ARROW_SCHEMA``), each message once."""
     from include.pulsar_read import read_range
 
     client = pulsar_client(part.service_url, part.auth_token)
     columns: dict[str, list[Any]] = {name: [] for name in ARROW_SCHEMA.names}
+    published: list[int] = []
     try:
         for message in read_range(
             client, part.topic, part.after, part.until, read_timeout_ms=part.read_timeout_ms
         ):
             msg_id = message.message_id()
-            columns["topic"].append(part.topic)
             columns["message_id"].append(
                 f"{msg_id.ledger_id()}:{msg_id.entry_id()}:{msg_id.batch_index()}"
             )
-            columns["publish_time"].append(
-                datetime.fromtimestamp(message.publish_timestamp() / 1_000, UTC)
-            )
+            published.append(message.publish_timestamp())
             columns["key"].append(message.partition_key() or None)
             columns["properties"].append(list(message.properties().items()))
             columns["value"].append(message.data())
-            if len(columns["value"]) >= _ARROW_BATCH_ROWS:
-                yield pa.RecordBatch.from_pydict(columns, schema=ARROW_SCHEMA)
+            if len(published) >= _ARROW_BATCH_ROWS:
+                yield _raw_batch(part.topic, columns, published)
                 columns = {name: [] for name in ARROW_SCHEMA.names}
+                published = []
     finally:
         client.close()
-    if columns["value"]:
-        yield pa.RecordBatch.from_pydict(columns, schema=ARROW_SCHEMA)
+    if published:
+        yield _raw_batch(part.topic, columns, published)
+
+
+def _raw_batch(
+    topic: str, columns: dict[str, list[Any]], published_ms: list[int]
+) -> pa.RecordBatch:
+    # Publish times stay integers until here: one cast instead of a datetime per message.
+    millis = pa.array(published_ms, pa.int64())
+    publish_time = pc.multiply(millis, 1_000).cast(pa.timestamp("us", tz="UTC"))
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array([topic] * len(published_ms), pa.string()),
+            pa.array(columns["message_id"], pa.string()),
+            publish_time,
+            pa.array(columns["key"], pa.string()),
+            pa.array(columns["properties"], ARROW_SCHEMA.field("properties").type),
+            pa.array(columns["value"], pa.binary()),
+        ],
+        schema=ARROW_SCHEMA,
+    )
 
 
 class PulsarStreamReader(DataSourceStreamReader):
@@ -116,6 +192,11 @@ class PulsarStreamReader(DataSourceStreamReader):
         self._read_timeout_ms = int(options.get("readtimeoutms", "1000"))
         # The app id of the query's checkpoint: its own batches are not "earlier" ones.
         self._app_id = options.get("appid", "")
+        self._validate = options.get("validate", "false").lower() == "true"
+        self._topic_template = options.get("topictemplate", settings.topic_template)
+        self._max_payload_bytes = int(
+            options.get("maxpayloadbytes", str(settings.stream_max_payload_bytes))
+        )
         self._settings = settings
         self._client: Any = None
         self._cursors: dict[str, Any] = {}
@@ -231,8 +312,17 @@ class PulsarStreamReader(DataSourceStreamReader):
             return newest
         return (newest[0], last_entry, -1)
 
+    def _validation(self) -> Validation | None:
+        """The partitions' validation context: the tenants' currencies, read once per batch."""
+        if not self._validate:
+            return None
+        return Validation.from_registry(
+            self._settings, self._topic_template, self._max_payload_bytes
+        )
+
     def partitions(self, start: Offset, end: Offset) -> Sequence[InputPartition]:
         begun = start.get("topics", {})
+        validation = self._validation()
         ranges = []
         for topic, until in sorted(end.get("topics", {}).items()):
             after = _position(begun.get(topic))
@@ -246,6 +336,7 @@ class PulsarStreamReader(DataSourceStreamReader):
                     self._service_url,
                     self._read_timeout_ms,
                     self._settings.pulsar_token,
+                    validation,
                 )
             )
         return ranges
@@ -279,7 +370,14 @@ class PulsarDataSource(DataSource):
     def name(cls) -> str:
         return "pulsar"
 
-    def schema(self) -> str:
+    def schema(self) -> Any:
+        options = {k.lower(): v for k, v in self.options.items()}
+        if options.get("validate", "false").lower() == "true":
+            from pyspark.sql.pandas.types import from_arrow_schema
+
+            from jobs.stream.validate import OUTPUT_SCHEMA
+
+            return from_arrow_schema(OUTPUT_SCHEMA)
         return SOURCE_SCHEMA
 
     def streamReader(self, schema: Any) -> DataSourceStreamReader:

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import pyarrow as pa
 
 from include.db import connect
 from include.settings import Settings
-from jobs.stream.pulsar_source import TopicRange, read_partition
+from jobs.stream.pulsar_source import TopicRange, Validation, read_partition
 from jobs.stream.sink import TABLES, LakeSink
-from jobs.stream.validate import OUTPUT_SCHEMA, validate_batch
+from jobs.stream.validate import OUTPUT_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +44,8 @@ class CommittedBatch:
     start: Offsets
     end: Offsets
 
-    def ranges(self, settings: Settings) -> list[TopicRange]:
-        """The topic ranges this batch read."""
+    def ranges(self, settings: Settings, validation: Validation | None = None) -> list[TopicRange]:
+        """The topic ranges this batch read (validated on reading with ``validation``)."""
         out = []
         for topic, until in sorted(self.end.items()):
             after = self.start.get(topic)
@@ -60,6 +59,7 @@ class CommittedBatch:
                     settings.pulsar_url,
                     read_timeout_ms=1_000,
                     auth_token=settings.pulsar_token,
+                    validation=validation,
                 )
             )
         return out
@@ -96,21 +96,15 @@ def _unfinished_tables(sink: LakeSink, batch_id: int) -> list[str]:
 
 
 def read_and_validate(settings: Settings, batch: CommittedBatch) -> pa.Table:
-    """The batch's messages read again from Pulsar and validated as the stream does."""
-    with connect(settings) as conn:
-        rows = conn.execute("SELECT tenant_id, currency FROM tenants").fetchall()
-    currencies = {str(t): str(c) for t, c in rows}
-    ingest_time = datetime.now(UTC)
+    """The batch's messages read again from Pulsar and validated as the stream does: by the
+    same partition read."""
+    validation = Validation.from_registry(
+        settings, settings.topic_template, settings.stream_max_payload_bytes
+    )
     validated = [
-        validate_batch(
-            raw,
-            currencies,
-            settings.topic_template,
-            settings.stream_max_payload_bytes,
-            ingest_time,
-        )
-        for part in batch.ranges(settings)
-        for raw in read_partition(part)
+        rows_read
+        for part in batch.ranges(settings, validation)
+        for rows_read in read_partition(part)
     ]
     return pa.Table.from_batches(validated, schema=OUTPUT_SCHEMA)
 

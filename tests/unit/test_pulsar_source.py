@@ -1,0 +1,85 @@
+"""The source's pure parts: raw Arrow batches from message fields, and the fused validation."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from jobs.stream.pulsar_source import (
+    ARROW_SCHEMA,
+    TopicRange,
+    Validation,
+    _raw_batch,
+    _validated,
+)
+from jobs.stream.validate import OUTPUT_SCHEMA, validate_batch
+
+TOPIC = "persistent://public/default/acme_shop.events"
+
+
+def test_raw_batches_keep_publish_times_to_the_millisecond() -> None:
+    columns: dict[str, list[Any]] = {
+        "message_id": ["7:12:-1", "7:13:0"],
+        "key": ["k1", None],
+        "properties": [[("a", "b")], []],
+        "value": [b"{}", b"x"],
+    }
+    # 2026-11-20T12:00:00.123Z and the epoch itself.
+    batch = _raw_batch(TOPIC, columns, [1_795_176_000_123, 0])
+    assert batch.schema == ARROW_SCHEMA
+    assert batch.to_pylist() == [
+        {
+            "topic": TOPIC,
+            "message_id": "7:12:-1",
+            "publish_time": datetime(2026, 11, 20, 12, 0, 0, 123_000, tzinfo=UTC),
+            "key": "k1",
+            "properties": [("a", "b")],
+            "value": b"{}",
+        },
+        {
+            "topic": TOPIC,
+            "message_id": "7:13:0",
+            "publish_time": datetime(1970, 1, 1, tzinfo=UTC),
+            "key": None,
+            "properties": [],
+            "value": b"x",
+        },
+    ]
+
+
+def test_a_validated_read_is_validate_batch_of_the_raw_read() -> None:
+    raw = _raw_batch(
+        TOPIC,
+        {
+            "message_id": ["1:0:-1", "1:1:-1"],
+            "key": [None, None],
+            "properties": [[], []],
+            "value": [b"{broken", orjson.dumps({"schema_version": 9})],
+        },
+        [1_795_176_000_000, 1_795_176_000_001],
+    )
+    validation = Validation(
+        (("acme_shop", "USD"),), "persistent://public/default/{tenant_id}.events", 1_000
+    )
+    (out,) = list(_validated(iter([raw]), validation))
+    assert out.schema == OUTPUT_SCHEMA
+    expected = validate_batch(
+        raw,
+        {"acme_shop": "USD"},
+        validation.topic_template,
+        1_000,
+        out.column("ingest_time")[0].as_py(),
+    )
+    assert out.equals(expected)
+    assert out.column("reason").to_pylist() == ["invalid_json", "unsupported_schema_version"]
+
+
+def test_the_validation_context_travels_in_the_pickled_partition() -> None:
+    validation = Validation((("acme_shop", "USD"),), "{tenant_id}", 10)
+    part = TopicRange(TOPIC, None, (1, 2, -1), "pulsar://x", 1_000, "secret", validation)
+    back = pickle.loads(pickle.dumps(part))
+    assert back.validation == validation
+    assert "secret" not in repr(part)
