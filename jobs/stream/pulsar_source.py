@@ -271,43 +271,72 @@ class PulsarStreamReader(DataSourceStreamReader):
 
     def latestOffset(self, start: Offset, limit: ReadLimit) -> Offset:
         from include.pulsar_read import covers, messages_per_entry
+        from jobs.stream.admission import allocate
 
         begun = start.get("topics", {})
         latest: dict[str, list[int]] = dict(begun)
         budget = limit.max_rows if isinstance(limit, ReadMaxRows) else None
-        topics = self.topics()
-        share = None if budget is None else max(1, budget // max(1, len(topics)))
-        for topic in topics:
+        waiting: dict[str, tuple[tuple[int, int, int] | None, tuple[int, int, int]]] = {}
+        for topic in self.topics():
             newest = self._newest(topic)
             after = _position(begun.get(topic))
             if covers(after, newest):
                 continue
             assert newest is not None
-            end = newest
-            if share is not None:
-                end = self._admit(topic, after, newest, share, messages_per_entry)
-            latest[topic] = list(end)
+            waiting[topic] = (after, newest)
+        if budget is None:
+            latest.update({topic: list(newest) for topic, (_, newest) in waiting.items()})
+            return {"topics": latest}
+        # By backlog: what idle topics do not use goes to the topics that have more to read.
+        backlogs = {
+            topic: self._backlog(topic, after, newest, messages_per_entry)
+            for topic, (after, newest) in waiting.items()
+        }
+        admitted = allocate(budget, backlogs)
+        for topic, (after, newest) in waiting.items():
+            latest[topic] = list(self._cut(topic, after, newest, admitted[topic]))
         return {"topics": latest}
 
-    def _admit(
-        self,
-        topic: str,
-        after: tuple[int, int, int] | None,
-        newest: tuple[int, int, int],
-        rows: int,
-        sample: Any,
-    ) -> tuple[int, int, int]:
-        """Cut the range after about ``rows`` messages, at an entry boundary."""
-        first_entry = 0 if after is None else after[1] + (1 if after[2] < 0 else 0)
-        if after is not None and after[0] != newest[0]:
-            return newest  # a ledger change: entry counts are unknown across ledgers
+    @staticmethod
+    def _first_entry(after: tuple[int, int, int] | None) -> int:
+        """The first entry not wholly read after ``after``."""
+        return 0 if after is None else after[1] + (1 if after[2] < 0 else 0)
+
+    def _per_entry(self, topic: str, after: tuple[int, int, int] | None, sample: Any) -> float:
         per_entry = self._rows_per_entry.get(topic)
         if per_entry is None or after is None:
             per_entry = sample(self._pulsar(), topic, after)
             if per_entry > 0:
                 self._rows_per_entry[topic] = per_entry
-        entries = max(1, int(rows // (per_entry or _DEFAULT_ROWS_PER_ENTRY)))
-        last_entry = first_entry + entries - 1
+        return per_entry or _DEFAULT_ROWS_PER_ENTRY
+
+    def _backlog(
+        self,
+        topic: str,
+        after: tuple[int, int, int] | None,
+        newest: tuple[int, int, int],
+        sample: Any,
+    ) -> float:
+        """About how many messages wait on ``topic`` (unbounded across a ledger change, where
+        entry counts are unknown)."""
+        if after is not None and after[0] != newest[0]:
+            return float("inf")
+        entries = newest[1] - self._first_entry(after) + 1
+        return max(1, entries) * self._per_entry(topic, after, sample)
+
+    def _cut(
+        self,
+        topic: str,
+        after: tuple[int, int, int] | None,
+        newest: tuple[int, int, int],
+        rows: int,
+    ) -> tuple[int, int, int]:
+        """Cut the range after about ``rows`` messages, at an entry boundary."""
+        if after is not None and after[0] != newest[0]:
+            return newest  # a ledger change: entry counts are unknown across ledgers
+        per_entry = self._rows_per_entry.get(topic) or _DEFAULT_ROWS_PER_ENTRY
+        entries = max(1, int(rows // per_entry))
+        last_entry = self._first_entry(after) + entries - 1
         if last_entry >= newest[1]:
             return newest
         return (newest[0], last_entry, -1)
