@@ -127,11 +127,33 @@ def _validated(raw: Iterator[pa.RecordBatch], validation: Validation) -> Iterato
         )
 
 
+# One Pulsar client per Python worker process (Spark reuses its Python workers across tasks):
+# a client costs a connection and its threads, and every task of every batch used to make one.
+_CLIENTS: dict[tuple[str, str | None], Any] = {}
+
+
+def _worker_client(service_url: str, auth_token: str | None) -> Any:
+    key = (service_url, auth_token)
+    client = _CLIENTS.get(key)
+    if client is None:
+        client = _CLIENTS[key] = pulsar_client(service_url, auth_token)
+    return client
+
+
+def _drop_worker_client(service_url: str, auth_token: str | None) -> None:
+    client = _CLIENTS.pop((service_url, auth_token), None)
+    if client is not None:
+        try:
+            client.close()
+        except Exception as exc:  # closing a broken client must not hide the read's error
+            log.warning("pulsar client not closed", extra={"error": str(exc)})
+
+
 def read_raw(part: TopicRange) -> Iterator[pa.RecordBatch]:
     """The range's raw messages (``ARROW_SCHEMA``), each message once."""
     from include.pulsar_read import read_range
 
-    client = pulsar_client(part.service_url, part.auth_token)
+    client = _worker_client(part.service_url, part.auth_token)
     columns: dict[str, list[Any]] = {name: [] for name in ARROW_SCHEMA.names}
     published: list[int] = []
     try:
@@ -150,8 +172,10 @@ def read_raw(part: TopicRange) -> Iterator[pa.RecordBatch]:
                 yield _raw_batch(part.topic, columns, published)
                 columns = {name: [] for name in ARROW_SCHEMA.names}
                 published = []
-    finally:
-        client.close()
+    except BaseException:
+        # A client that failed a read may hold a broken connection: the next task makes anew.
+        _drop_worker_client(part.service_url, part.auth_token)
+        raise
     if published:
         yield _raw_batch(part.topic, columns, published)
 

@@ -83,3 +83,17 @@ def test_the_validation_context_travels_in_the_pickled_partition() -> None:
     back = pickle.loads(pickle.dumps(part))
     assert back.validation == validation
     assert "secret" not in repr(part)
+
+
+def test_a_python_worker_keeps_one_client_until_a_read_fails() -> None:
+    from jobs.stream.pulsar_source import _drop_worker_client, _worker_client
+
+    # Creating a client connects to nothing until it is used.
+    url = "pulsar://127.0.0.1:1"
+    first = _worker_client(url, None)
+    assert _worker_client(url, None) is first
+    assert _worker_client(url, "token") is not first, "one client per credentials"
+    _drop_worker_client(url, None)
+    _drop_worker_client(url, "token")
+    assert _worker_client(url, None) is not first
+    _drop_worker_client(url, None)
