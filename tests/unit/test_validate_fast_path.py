@@ -94,7 +94,17 @@ def _assert_same(
             if len(shown) == 5:
                 break
         pytest.fail("fast path and Pydantic path differ:\n" + "\n".join(shown or ["(schema)"]))
+    # Equal values, and the same bytes on the wire (buffers under nulls, offsets, validity).
+    assert _ipc(new) == _ipc(old)
     return new
+
+
+def _ipc(batch: pa.RecordBatch) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    data: bytes = sink.getvalue().to_pybytes()
+    return data
 
 
 def _generated(count: int, seed: int) -> list[Message]:
