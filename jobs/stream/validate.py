@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -17,8 +18,9 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json
 
 from include.events import AnyEvent, EventV1, EventV2
+from include.events.fast import FLAT_NAMES, Line, accept
 from include.events.flatten import FlatColumn, flat_columns, flat_values, item_fields
-from include.tenants import tenant_of_topic
+from include.tenants import CURRENCY_PATTERN, tenant_of_topic
 
 VALID = "valid"
 QUARANTINED = "quarantined"
@@ -105,45 +107,143 @@ def validate_batch(
 ) -> pa.RecordBatch:
     """Validate and flatten every message of a raw batch (source schema -> ``OUTPUT_SCHEMA``).
 
-    ``currencies`` maps each registered tenant to its currency.
+    ``currencies`` maps each registered tenant to its currency. A message the msgspec fast path
+    (``include.events.fast``) accepts is stored as it decoded it; every other one takes the
+    Pydantic path (``_check``), which words each quarantine and stores what the fast path
+    declined but the contract allows. One Python pass per row, then Arrow columns.
     """
-    raw = batch.to_pydict()
-    out: dict[str, list[Any]] = {name: [] for name in OUTPUT_SCHEMA.names}
-    flat_names = [c.name for c in COLUMNS]
-    empty_flat = [None] * len(COLUMNS)
-    for i, value in enumerate(raw["value"]):
-        topic = raw["topic"][i]
-        tenant = tenant_of_topic(topic, topic_template)
-        published = raw["publish_time"][i] or ingest_time
-        reason, detail, parsed = _check(value, tenant, currencies, max_payload_bytes, published)
-        event, flat = parsed if parsed is not None else (None, empty_flat)
-        out["status"].append(VALID if reason is None else QUARANTINED)
-        out["reason"].append(reason)
-        out["detail"].append(detail)
-        out["topic"].append(topic)
-        out["topic_tenant"].append(tenant)
-        out["message_id"].append(raw["message_id"][i])
-        out["publish_time"].append(raw["publish_time"][i])
-        out["ingest_time"].append(ingest_time)
-        out["key"].append(raw["key"][i])
-        out["value"].append(value)
-        for name, cell in zip(flat_names, flat, strict=True):
-            out[name].append(cell)
-        out["items"].append(
-            None
-            if event is None
-            else [
-                {
-                    "line_number": n,
-                    "sku": it.sku,
-                    "category": it.category,
-                    "quantity": it.quantity,
-                    "unit_price": it.unit_price,
-                }
-                for n, it in enumerate(event.items, start=1)
-            ]
-        )
-    return pa.RecordBatch.from_pydict(out, schema=OUTPUT_SCHEMA)
+    topics = batch.column("topic").to_pylist()
+    published_times = batch.column("publish_time").to_pylist()
+    tenant_of = {topic: tenant_of_topic(topic, topic_template) for topic in set(topics)}
+    # No order matches a tenant currency that is not a valid code (the contract refuses it).
+    order_currency = {
+        tenant: currency
+        if isinstance(currency, str) and CURRENCY_PATTERN.fullmatch(currency)
+        else None
+        for tenant, currency in currencies.items()
+    }
+    status: list[str] = []
+    reasons: list[str | None] = []
+    details: list[str | None] = []
+    tenants: list[str | None] = []
+    rows: list[Sequence[Any]] = []
+    lines: list[Line] = []
+    line_numbers: list[int] = []
+    offsets = [0]
+    no_items: list[bool] = []
+    for topic, value, publish_time in zip(
+        topics, batch.column("value").to_pylist(), published_times, strict=True
+    ):
+        tenant = tenant_of[topic]
+        published = publish_time or ingest_time
+        row: Sequence[Any]
+        accepted = None
+        if tenant in currencies and value is not None and len(value) <= max_payload_bytes:
+            accepted = accept(
+                value,
+                tenant,
+                order_currency[tenant],
+                published - MAX_EVENT_AGE,
+                published + MAX_CLOCK_SKEW,
+            )
+        event_lines: list[Line] | None
+        if accepted is not None:
+            reason, detail = None, None
+            row, event_lines = accepted
+        else:
+            reason, detail, parsed = _check(value, tenant, currencies, max_payload_bytes, published)
+            row, event_lines = (_NO_ROW, None) if parsed is None else _pydantic_row(*parsed)
+        status.append(VALID if reason is None else QUARANTINED)
+        reasons.append(reason)
+        details.append(detail)
+        tenants.append(tenant)
+        rows.append(row)
+        no_items.append(event_lines is None)
+        if event_lines:
+            lines += event_lines
+            line_numbers += range(1, len(event_lines) + 1)
+        offsets.append(len(lines))
+    flat_columns = list(zip(*rows, strict=True)) or [()] * len(COLUMNS)
+    n = batch.num_rows
+    arrays = {
+        "status": pa.array(status, pa.string()),
+        "reason": pa.array(reasons, pa.string()),
+        "detail": pa.array(details, pa.string()),
+        "topic_tenant": pa.array(tenants, pa.string()),
+        "ingest_time": pa.array([ingest_time] * n, OUTPUT_SCHEMA.field("ingest_time").type),
+        **{name: _passed_through(batch, name) for name in _PASSED_THROUGH},
+        **{
+            column.name: _column(cells, column.type)
+            for column, cells in zip(COLUMNS, flat_columns, strict=True)
+        },
+        "items": _items(lines, line_numbers, offsets, no_items),
+    }
+    return pa.RecordBatch.from_arrays(
+        [arrays[name] for name in OUTPUT_SCHEMA.names], schema=OUTPUT_SCHEMA
+    )
+
+
+_PASSED_THROUGH = ("topic", "message_id", "publish_time", "key", "value")
+_NO_ROW = (None,) * len(COLUMNS)
+_DECIMALS = [i for i, c in enumerate(COLUMNS) if pa.types.is_decimal(c.type)]
+_MONEY_SCALE = ITEM_TYPE.value_type.field("unit_price").type.scale
+if [c.name for c in COLUMNS] != list(FLAT_NAMES) or any(
+    COLUMNS[i].type.scale != _MONEY_SCALE for i in _DECIMALS
+):
+    raise RuntimeError("include.events.fast.FLAT_NAMES no longer matches the flat columns")
+
+
+def _unscaled(amount: Decimal, scale: int) -> int:
+    """A decimal of at most ``scale`` places as an integer of units of 10**-scale (exact)."""
+    return int(amount.scaleb(scale))
+
+
+def _pydantic_row(event: EventV1 | EventV2, flat: list[Any]) -> tuple[list[Any], list[Line]]:
+    """A Pydantic-path row in the fast path's form: decimals as unscaled integers, item lines
+    as tuples."""
+    for i in _DECIMALS:
+        if flat[i] is not None:
+            flat[i] = _unscaled(flat[i], _MONEY_SCALE)
+    lines = [
+        (it.sku, it.category, it.quantity, _unscaled(it.unit_price, _MONEY_SCALE))
+        for it in event.items
+    ]
+    return flat, lines
+
+
+def _decimal(unscaled: Sequence[int | None], type_: pa.DataType) -> pa.Array:
+    # Decimal128 of any precision is a 16-byte integer: cast, then read it with the scale.
+    return pa.array(unscaled, pa.int64()).cast(pa.decimal128(38, 0)).view(type_)
+
+
+def _column(cells: Sequence[Any], type_: pa.DataType) -> pa.Array:
+    return _decimal(cells, type_) if pa.types.is_decimal(type_) else pa.array(cells, type_)
+
+
+def _passed_through(batch: pa.RecordBatch, name: str) -> pa.Array:
+    column = batch.column(name)
+    wanted = OUTPUT_SCHEMA.field(name).type
+    return column if column.type == wanted else pa.array(column.to_pylist(), wanted)
+
+
+def _items(
+    lines: list[Line], line_numbers: list[int], offsets: list[int], no_items: list[bool]
+) -> pa.Array:
+    item = ITEM_TYPE.value_type
+    skus, categories, quantities, prices = zip(*lines, strict=True) if lines else ([],) * 4
+    children = [
+        pa.array(line_numbers, pa.int32()),
+        pa.array(skus, pa.string()),
+        pa.array(categories, pa.string()),
+        pa.array(quantities, pa.int64()),
+        _decimal(prices, item.field("unit_price").type),
+    ]
+    return pa.ListArray.from_arrays(
+        pa.array(offsets, pa.int32()),
+        pa.StructArray.from_arrays(children, fields=list(item)),
+        type=ITEM_TYPE,
+        mask=pa.array(no_items, pa.bool_()),
+    )
 
 
 def _paths(kind: Callable[[Any], bool]) -> list[tuple[int, str]]:
