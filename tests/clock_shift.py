@@ -2,9 +2,19 @@
 
 The run is started under Debian's ``faketime`` (libfaketime preloaded), so every process the
 tests start inherits the shifted clock: PostgreSQL's ``now()``, Spark, Airflow's scheduler and
-DAGs, the API, the generator. One process is kept on the real clock: pulsar-lite deadlocks at
-start under libfaketime (its jemalloc and libfaketime's symbol lookups both initialise inside
-``malloc``), and it needs no shift, since Pulsar producers stamp a message's publish time.
+DAGs, the API, the generator. Two programs are kept on the real clock:
+
+- pulsar-lite deadlocks at start under libfaketime (its jemalloc and libfaketime's symbol
+  lookups both initialise inside ``malloc``); it needs no shift, since Pulsar producers stamp a
+  message's publish time.
+- The JVM (Spark, with the Python workers and drivers it starts): its ``Thread.sleep`` hangs
+  under libfaketime (seen: the streaming query stopped for good after two micro-batches,
+  asleep in ``MicroBatchExecution``). Spark's own clock only stamps ingest times and lags; the
+  event-time rules the stream applies compare event times with publish times, which the
+  shifted producers stamp, and every other rule of now (archive_lake, maintain_postgres,
+  PostgreSQL's ``now()``, the API) runs shifted. ``java`` is found through ``PATH`` (Spark's
+  launcher uses it when ``JAVA_HOME`` is unset), so a ``java`` that starts the real one without
+  libfaketime goes first on it.
 
 Load it with ``-p tests.clock_shift``; it refuses to run when the clock is not shifted, so a
 run that was meant to prove date independence cannot silently prove nothing.
@@ -19,8 +29,12 @@ runs in every plain ``make test``.
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -53,8 +67,20 @@ def _broker_on_the_real_clock(paths: StatePaths) -> list[str]:
     return ["env", *drop, *_unshifted_broker(paths)]
 
 
+def _java_on_the_real_clock(folder: Path) -> None:
+    real = shutil.which("java")
+    if real is None:
+        raise pytest.UsageError("no java on PATH")
+    drop = " ".join(f"-u {name}" for name in _FAKETIME_ENV)
+    wrapper = folder / "java"
+    wrapper.write_text(f'#!/bin/sh\nexec env {drop} {shlex.quote(real)} "$@"\n')
+    wrapper.chmod(0o755)
+    os.environ.pop("JAVA_HOME", None)
+    os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ['PATH']}"
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Check the clock is shifted, and start the broker on the real clock."""
+    """Check the clock is shifted; start the broker and the JVM on the real clock."""
     days = shift_days()
     if "faketime" not in os.environ.get("LD_PRELOAD", "") or days < 1:
         raise pytest.UsageError(
@@ -63,6 +89,7 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     config.stash[_SHIFT] = days
     broker.server_command = _broker_on_the_real_clock
+    _java_on_the_real_clock(Path(tempfile.mkdtemp(prefix="clock-shift-java-")))
 
 
 # Tests whose meaning rests on file times read by delta-rs agreeing with the process clock.
