@@ -12,9 +12,9 @@ DAGs, the API, the generator. Two programs are kept on the real clock:
   asleep in ``MicroBatchExecution``). Spark's own clock only stamps ingest times and lags; the
   event-time rules the stream applies compare event times with publish times, which the
   shifted producers stamp, and every other rule of now (archive_lake, maintain_postgres,
-  PostgreSQL's ``now()``, the API) runs shifted. ``java`` is found through ``PATH`` (Spark's
-  launcher uses it when ``JAVA_HOME`` is unset), so a ``java`` that starts the real one without
-  libfaketime goes first on it.
+  PostgreSQL's ``now()``, the API) runs shifted. Spark's launcher starts the JVM from
+  ``JAVA_HOME``, so ``JAVA_HOME`` points at a folder whose ``bin/java`` starts the real one
+  without libfaketime.
 
 Load it with ``-p tests.clock_shift``; it refuses to run when the clock is not shifted, so a
 run that was meant to prove date independence cannot silently prove nothing.
@@ -67,16 +67,19 @@ def _broker_on_the_real_clock(paths: StatePaths) -> list[str]:
     return ["env", *drop, *_unshifted_broker(paths)]
 
 
-def _java_on_the_real_clock(folder: Path) -> None:
-    real = shutil.which("java")
+def _java_on_the_real_clock(java_home: Path) -> None:
+    home = os.environ.get("JAVA_HOME")
+    real = shutil.which("java", path=str(Path(home) / "bin")) if home else shutil.which("java")
     if real is None:
-        raise pytest.UsageError("no java on PATH")
+        raise pytest.UsageError("no java found (JAVA_HOME or PATH)")
     drop = " ".join(f"-u {name}" for name in _FAKETIME_ENV)
-    wrapper = folder / "java"
+    wrapper = java_home / "bin" / "java"
+    wrapper.parent.mkdir(parents=True)
     wrapper.write_text(f'#!/bin/sh\nexec env {drop} {shlex.quote(real)} "$@"\n')
     wrapper.chmod(0o755)
-    os.environ.pop("JAVA_HOME", None)
-    os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ['PATH']}"
+    # Spark's launcher starts the final JVM from JAVA_HOME (else from its own java.home).
+    os.environ["JAVA_HOME"] = str(java_home)
+    os.environ["PATH"] = f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}"
 
 
 def pytest_configure(config: pytest.Config) -> None:
