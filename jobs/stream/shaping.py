@@ -43,6 +43,13 @@ SUMMARY_SCHEMA = pa.schema(
 MESSAGE_KEY = ["topic", "message_id"]
 EVENT_KEY = ["tenant_id", "event_id"]
 _ROW = "__row"
+_SEP = "\x00"
+
+
+def _row_numbers(count: int) -> pa.Array:
+    """0, 1, ..., ``count`` - 1 as int64, built in Arrow."""
+    ones = pc.fill_null(pa.nulls(count, pa.int64()), 1)
+    return pc.subtract(pc.cumulative_sum(ones), 1)
 
 
 def summarize(rows: pa.RecordBatch) -> pa.RecordBatch:
@@ -69,7 +76,7 @@ def first_occurrences(table: pa.Table, keys: list[str] = EVENT_KEY) -> pa.Array:
     in, so a replay of the same batch chooses the same rows. Nulls are a key value like any
     other (two rows with a null tenant and the same event id are one group).
     """
-    indexed = table.select(keys).append_column(_ROW, pa.array(range(table.num_rows), pa.int64()))
+    indexed = table.select(keys).append_column(_ROW, _row_numbers(table.num_rows))
     firsts = indexed.group_by(keys, use_threads=False).aggregate([(_ROW, "min")])
     return firsts.column(f"{_ROW}_min").combine_chunks().sort()
 
@@ -90,20 +97,26 @@ def end_offsets(table: pa.Table, previous: dict[str, list[int]]) -> dict[str, li
         raise ValueError("a message id is not ledger:entry:batch")
     ledger, entry, batch = (pc.list_element(parts, i).cast(pa.int64()) for i in range(3))
     del batch  # parsed (a malformed one raises, as before), not recorded
-    positions = pa.table({"topic": table.column("topic"), "ledger": ledger, "entry": entry})
-    newest = (
-        positions.group_by("topic", use_threads=False)
+    topic = table.column("topic")
+    newest_ledger = (
+        pa.table({"topic": topic, "ledger": ledger})
+        .group_by("topic", use_threads=False)
         .aggregate([("ledger", "max")])
-        .join(positions, "topic")
-        .filter(pc.equal(pc.field("ledger"), pc.field("ledger_max")))
+    )
+    # Each row's topic's newest ledger, then the newest entry in that ledger.
+    of_topic = pc.index_in(topic, value_set=newest_ledger.column("topic").combine_chunks())
+    in_newest = pc.equal(ledger, pc.take(newest_ledger.column("ledger_max"), of_topic))
+    newest = (
+        pa.table({"topic": topic, "ledger": ledger, "entry": entry})
+        .filter(in_newest)
         .group_by(["topic", "ledger"], use_threads=False)
         .aggregate([("entry", "max")])
     )
     for row in newest.to_pylist():  # one per topic
         position = [row["ledger"], row["entry_max"], -1]
-        topic = row["topic"]
-        if topic not in offsets or position > offsets[topic]:
-            offsets[topic] = position
+        name = row["topic"]
+        if name not in offsets or position > offsets[name]:
+            offsets[name] = position
     return offsets
 
 
@@ -116,27 +129,55 @@ def _keys_table(keys: set[tuple[str, str]] | pa.Table) -> pa.Table:
     )
 
 
+def keys_from_csv(data: bytes) -> pa.Table:
+    """(tenant_id, event_id) string columns of headerless CSV as PostgreSQL's COPY writes it."""
+    if not data:
+        return pa.table(
+            {"tenant_id": pa.array([], pa.string()), "event_id": pa.array([], pa.string())}
+        )
+    return pa_csv.read_csv(
+        pa.py_buffer(data),
+        read_options=pa_csv.ReadOptions(column_names=EVENT_KEY),
+        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+        convert_options=pa_csv.ConvertOptions(
+            column_types={n: pa.string() for n in EVENT_KEY}, quoted_strings_can_be_null=False
+        ),
+    )
+
+
+def _pair_key(table: pa.Table, first: str, second: str) -> pa.ChunkedArray | None:
+    """``first`` NUL ``second`` per row: one string that is a different string for different
+    pairs as long as no ``second`` holds a NUL (then the last NUL splits the pair); None when
+    one does. A null in either column makes a null key (which matches nothing below)."""
+    if pc.any(pc.match_substring(table.column(second), _SEP)).as_py():
+        return None
+    return pc.binary_join_element_wise(table.column(first), table.column(second), _SEP)
+
+
+def _in_pairs(rows: pa.Table, values: pa.Table, pair: list[str]) -> pa.Table:
+    """``rows`` whose ``pair`` columns' values are a row of ``values``, in ``rows``' order."""
+    keys, wanted = _pair_key(rows, *pair), _pair_key(values, *pair)
+    if keys is not None and wanted is not None:
+        return rows.filter(pc.is_in(keys, value_set=wanted.combine_chunks()))
+    # A NUL in the data: a join on both columns (slower, same rows).
+    indexed = rows.select(pair).append_column(_ROW, _row_numbers(rows.num_rows))
+    kept = indexed.join(values.select(pair), pair, join_type="left semi")
+    return rows.take(kept.column(_ROW).combine_chunks().sort())
+
+
 def silver_messages(valid: pa.Table, fresh: set[tuple[str, str]] | pa.Table) -> pa.Table:
     """The messages (``MESSAGE_KEY`` columns) of ``valid``'s rows whose event key is in
     ``fresh`` (the events this batch counted first): the rows silver and event_items get.
 
     ``valid`` holds one row per event key, so each fresh key names one message.
     """
-    chosen = valid.select([*EVENT_KEY, *MESSAGE_KEY]).join(
-        _keys_table(fresh), EVENT_KEY, join_type="left semi", use_threads=False
-    )
+    chosen = _in_pairs(valid.select([*EVENT_KEY, *MESSAGE_KEY]), _keys_table(fresh), EVENT_KEY)
     return chosen.select(MESSAGE_KEY).combine_chunks()
 
 
 def rows_of_messages(rows: pa.Table, messages: pa.Table) -> pa.Table:
     """``rows`` whose (topic, message id) is one of ``messages``, in ``rows``' order."""
-    indexed = rows.select(MESSAGE_KEY).append_column(
-        _ROW, pa.array(range(rows.num_rows), pa.int64())
-    )
-    kept = indexed.join(
-        messages.select(MESSAGE_KEY), MESSAGE_KEY, join_type="left semi", use_threads=False
-    )
-    return rows.take(kept.column(_ROW).combine_chunks().sort())
+    return _in_pairs(rows, messages, MESSAGE_KEY)
 
 
 def metric_csv(valid: pa.Table) -> pa.Buffer:
@@ -200,7 +241,7 @@ class BatchFigures:
 def _groups(table: pa.Table, keys: list[str], aggregates: list[tuple[Any, ...]]) -> pa.Table:
     """``table`` grouped by ``keys``, the groups in the order of their first row (Arrow's own
     order of groups is not that when keys hold nulls)."""
-    indexed = table.append_column(_ROW, pa.array(range(table.num_rows), pa.int64()))
+    indexed = table.append_column(_ROW, _row_numbers(table.num_rows))
     grouped = indexed.group_by(keys, use_threads=False).aggregate([*aggregates, (_ROW, "min")])
     return grouped.sort_by(f"{_ROW}_min")
 
@@ -213,13 +254,15 @@ def batch_figures(table: pa.Table, now: datetime) -> BatchFigures:
     """
     tenant = table.column("topic_tenant")
     inputs = _groups(pa.table({"t": tenant}), ["t"], [([], "count_all")])
-    bad = table.filter(pc.equal(table.column("status"), QUARANTINED))
-    reasons = _groups(
-        bad.select(["topic_tenant", "reason"]), ["topic_tenant", "reason"], [([], "count_all")]
+    bad = table.select(["topic_tenant", "reason"]).filter(
+        pc.equal(table.column("status"), QUARANTINED)
     )
+    reasons = _groups(bad, ["topic_tenant", "reason"], [([], "count_all")])
     # age > -1 s, exactly: publish time before now + 1 s (both in microseconds).
     horizon = pa.scalar(now + timedelta(seconds=1), table.schema.field("publish_time").type)
-    recent = table.filter(pc.less(table.column("publish_time"), horizon))
+    recent = table.select(["topic_tenant", "publish_time"]).filter(
+        pc.less(table.column("publish_time"), horizon)
+    )
     oldest = _groups(
         pa.table(
             {

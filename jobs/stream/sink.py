@@ -197,7 +197,7 @@ class LakeSink:
             self._offsets = offsets
             return False, new_events
 
-    def _new_keys(self, batch_id: int) -> set[tuple[str, str]]:
+    def _new_keys(self, batch_id: int) -> set[tuple[str, str]] | pa.Table:
         return postgres_step.new_keys(self.dsn, self.app_id, batch_id)
 
     # -- the batch -------------------------------------------------------------------------
