@@ -414,3 +414,42 @@ def test_batch_figures_by_hand() -> None:
     assert figures.lag_seconds == {"a": 30.0, "unknown": 5.0}
     assert shaping.lag_seconds(summary, NOW) == 30.0
     assert shaping.lag_seconds(summary.slice(0, 0), NOW) is None
+
+
+def test_keys_read_from_postgres_csv_choose_the_same_messages() -> None:
+    data = b'"a,""b""\nc",0b6f8d3e-0000-4000-8000-000000000001\nplain,x\n"",y\n'
+    keys = shaping.keys_from_csv(data)
+    assert list(zip(*(keys.column(n).to_pylist() for n in shaping.EVENT_KEY), strict=True)) == [
+        ('a,"b"\nc', "0b6f8d3e-0000-4000-8000-000000000001"),
+        ("plain", "x"),
+        ("", "y"),
+    ]
+    assert shaping.keys_from_csv(b"").num_rows == 0
+    table = _batch(3, 800)
+    valid = ref.plan_valid(_summary(table))
+    fresh = fresh_keys(random.Random(3), table)
+    as_table = shaping.silver_messages(valid, shaping._keys_table(fresh))
+    order = [(n, "ascending") for n in shaping.MESSAGE_KEY]
+    assert as_table.sort_by(order).equals(shaping.silver_messages(valid, fresh).sort_by(order))
+
+
+def test_keys_with_nul_bytes_are_not_confused() -> None:
+    # Joined with a NUL, ("a\0b", "c") and ("a", "b\0c") would be one key: the data holds a
+    # NUL in the second column, so the choice falls back to a join on both columns.
+    valid = pa.table(
+        {
+            "tenant_id": ["a\x00b", "a", "x"],
+            "event_id": ["c", "b\x00c", "y"],
+            "topic": ["t", "t", "u\x00"],
+            "message_id": ["1:1:0", "1:2:0", "\x001:3:0"],
+        }
+    )
+    fresh = {("a\x00b", "c"), ("x", "y")}
+    chosen = shaping.silver_messages(valid, fresh)
+    assert set(zip(*(chosen.column(n).to_pylist() for n in shaping.MESSAGE_KEY), strict=True)) == {
+        ("t", "1:1:0"),
+        ("u\x00", "\x001:3:0"),
+    }
+    assert ref.silver_messages(valid, fresh) == {("t", "1:1:0"), ("u\x00", "\x001:3:0")}
+    kept = shaping.rows_of_messages(valid, chosen.slice(0, 1))
+    assert kept.column("message_id").to_pylist() == ["1:1:0"]
