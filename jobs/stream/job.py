@@ -13,14 +13,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.streaming.query import StreamingQuery
@@ -30,8 +28,9 @@ from include.settings import Settings
 from jobs.stream import metrics
 from jobs.stream.delta_files import FILES_SCHEMA
 from jobs.stream.repair import repair_unfinished_batches
-from jobs.stream.sink import SUMMARY_SCHEMA, BatchResult, LakeSink, batch_files, summarize
-from jobs.stream.validate import OUTPUT_SCHEMA, QUARANTINED
+from jobs.stream.shaping import SUMMARY_SCHEMA, batch_figures, summarize
+from jobs.stream.sink import BatchResult, LakeSink, batch_files
+from jobs.stream.validate import OUTPUT_SCHEMA
 
 log = logging.getLogger("jobs.stream")
 _APP_ID_FILE = "lakehouse_app_id"
@@ -119,31 +118,18 @@ def write_micro_batch(
 
 
 def _record(table: pa.Table, result: Any, seconds: float) -> None:
-    tenants = Counter(table.column("topic_tenant").to_pylist())
-    for tenant, count in tenants.items():
+    """Report a committed batch (its ``SUMMARY_SCHEMA`` rows): Prometheus metrics, one log line."""
+    figures = batch_figures(table, datetime.now(UTC))
+    for tenant, count in figures.input_by_tenant.items():
         metrics.INPUT_ROWS.labels(tenant or "unknown").inc(count)
-    bad = table.filter(pc.equal(table.column("status"), QUARANTINED))
-    by_reason = Counter(
-        zip(bad.column("topic_tenant").to_pylist(), bad.column("reason").to_pylist(), strict=True)
-    )
-    for (tenant, reason), count in by_reason.items():
+    for (tenant, reason), count in figures.quarantined_by_reason.items():
         metrics.QUARANTINED.labels(tenant or "unknown", reason).inc(count)
     metrics.NEW_EVENTS.inc(result.new_events)
     metrics.BATCH_SECONDS.observe(seconds)
     metrics.ROWS_PER_SECOND.set(table.num_rows / max(seconds, 1e-6))
     metrics.LAST_BATCH.set(result.batch_id)
     metrics.LAST_BATCH_TIME.set_to_current_time()
-    lag: dict[str, float] = {}
-    now = datetime.now(UTC)
-    for tenant, published in zip(
-        table.column("topic_tenant").to_pylist(),
-        table.column("publish_time").to_pylist(),
-        strict=True,
-    ):
-        age = (now - published).total_seconds()
-        if age > lag.get(tenant or "unknown", -1):
-            lag[tenant or "unknown"] = age
-    for tenant, seconds_behind in lag.items():
+    for tenant, seconds_behind in figures.lag_seconds.items():
         metrics.LAG_SECONDS.labels(tenant).set(seconds_behind)
     log.info(
         "batch committed",
@@ -153,10 +139,12 @@ def _record(table: pa.Table, result: Any, seconds: float) -> None:
             "valid_rows": result.valid_rows,
             "new_events": result.new_events,
             "quarantined_rows": result.quarantined_rows,
-            "quarantined_by_reason": {f"{t}/{r}": c for (t, r), c in by_reason.items()},
+            "quarantined_by_reason": {
+                f"{t}/{r}": c for (t, r), c in figures.quarantined_by_reason.items()
+            },
             "seconds": round(seconds, 3),
             "rows_per_second": round(table.num_rows / max(seconds, 1e-6)),
-            "lag_seconds": {t: round(s, 3) for t, s in lag.items()},
+            "lag_seconds": {t: round(s, 3) for t, s in figures.lag_seconds.items()},
             "replayed": result.skipped_postgres,
             "skipped_tables": list(result.skipped_tables),
         },
