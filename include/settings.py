@@ -162,6 +162,12 @@ class Settings(BaseSettings):
     lake_vacuum_retention_hours: int = Field(
         168, ge=0, description="archive_lake vacuums unreferenced Delta files older than this."
     )
+    lake_log_retention_days: int = Field(
+        30,
+        ge=1,
+        description="Delta log history the stream's new tables keep (delta.logRetentionDuration): "
+        "incremental loads and time travel reach back this far.",
+    )
     watchdog_stale_seconds: float = Field(
         180.0,
         gt=0,

@@ -21,13 +21,16 @@ run that was meant to prove date independence cannot silently prove nothing.
 
 File times cannot be shifted for every reader: the kernel stamps files with the real time, and
 libfaketime (0.9.10, Debian 12) shifts what ``stat`` reports but not ``statx``, which Rust's
-standard library, and so delta-rs, uses. A test that compares a file's age as delta-rs sees it
-with the clock is therefore skipped in a shifted run (``REAL_FILE_TIMES``, with the reason); it
-runs in every plain ``make test``.
+standard library, and so delta-rs, uses. To a shifted process delta-rs sees every file as older
+by the shift: its file-age retentions (the lake's vacuum, the Delta log's cleanup) are lengthened
+by the shift for the run, so they judge the same files as on a plain run. A test that compares
+a file's age as delta-rs sees it with an age it sets itself is skipped in a shifted run
+(``REAL_FILE_TIMES``, with the reason); it runs in every plain ``make test``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import shutil
@@ -40,6 +43,7 @@ import pytest
 
 from include.embedded import broker
 from include.embedded.paths import StatePaths
+from include.settings import Settings
 
 # What libfaketime reads; the broker is started without them.
 _FAKETIME_ENV = ("LD_PRELOAD", "FAKETIME")
@@ -82,6 +86,16 @@ def _java_on_the_real_clock(java_home: Path) -> None:
     os.environ["PATH"] = f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}"
 
 
+def _lengthen_file_age_retentions(days: int) -> None:
+    """Give the platform's processes (through the environment, like every setting) retentions
+    lengthened by the shift: what delta-rs sees as a file's age is lengthened by as much."""
+    fields = Settings.model_fields
+    vacuum_hours = fields["lake_vacuum_retention_hours"].default + 24 * days
+    log_days = fields["lake_log_retention_days"].default + days
+    os.environ["LAKEHOUSE_LAKE_VACUUM_RETENTION_HOURS"] = str(vacuum_hours)
+    os.environ["LAKEHOUSE_LAKE_LOG_RETENTION_DAYS"] = str(log_days)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Check the clock is shifted; start the broker and the JVM on the real clock."""
     days = shift_days()
@@ -91,6 +105,7 @@ def pytest_configure(config: pytest.Config) -> None:
             "`faketime -f +400d python -m pytest -p tests.clock_shift` (make test-clock-shift)"
         )
     config.stash[_SHIFT] = days
+    _lengthen_file_age_retentions(math.ceil(days))
     broker.server_command = _broker_on_the_real_clock
     _java_on_the_real_clock(Path(tempfile.mkdtemp(prefix="clock-shift-java-")))
 

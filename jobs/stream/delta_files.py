@@ -160,13 +160,15 @@ def commit_files(
     partition_by: list[str],
     app_id: str,
     batch_id: int,
+    log_retention_days: int | None = None,
 ) -> bool:
     """Commit ``files`` (``FILES_SCHEMA`` rows of this table) as batch ``batch_id`` of
     ``app_id`` in one transaction; False, committing nothing, if the table already holds it.
 
-    A table that does not exist yet is created, and one that lacks a column of the files gets
-    it (schema evolution), by an empty append before the commit. ``empty_schema`` is the
-    table's schema when the batch wrote no file to it.
+    A table that does not exist yet is created (keeping ``log_retention_days`` of log history,
+    else delta-rs's 30), and one that lacks a column of the files gets it (schema evolution), by
+    an empty append before the commit. ``empty_schema`` is the table's schema when the batch
+    wrote no file to it.
     """
     # Each load of the table replays its log (a listing and reads on S3): load it once, and
     # again only after the append that changed its schema.
@@ -180,6 +182,7 @@ def commit_files(
     if table is None or not _field_paths(schema) <= _field_paths(
         pa.schema(table.schema().to_arrow())
     ):
+        created = table is None and log_retention_days is not None
         write_deltalake(
             location.uri,
             schema.empty_table(),
@@ -187,6 +190,11 @@ def commit_files(
             mode="append",
             partition_by=partition_by,
             schema_mode="merge",
+            configuration=(
+                {"delta.logRetentionDuration": f"interval {log_retention_days} days"}
+                if created
+                else None
+            ),
         )
         table = location.delta_table()
     now = int(time.time() * 1000)

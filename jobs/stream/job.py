@@ -162,7 +162,9 @@ def start_stream(
     checkpoint = settings.checkpoint
     _use_s3_checkpoint(spark, settings)
     app_id = app_id_for(Location.of(checkpoint, settings.s3))
-    sink = LakeSink(settings.lake, settings.pg_dsn, app_id)
+    sink = LakeSink(
+        settings.lake, settings.pg_dsn, app_id, log_retention_days=settings.lake_log_retention_days
+    )
     # A batch an earlier checkpoint left half-written would otherwise never reach Delta.
     repair_unfinished_batches(settings, sink.app_id)
 

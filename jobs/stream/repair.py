@@ -113,7 +113,12 @@ def repair_unfinished_batches(settings: Settings, current_app_id: str) -> list[C
     """Write the Delta side of every earlier app's unfinished last batch; return those batches."""
     repaired = []
     for batch in last_batches_of_other_apps(settings, current_app_id):
-        sink = LakeSink(settings.lake, settings.pg_dsn, batch.app_id)
+        sink = LakeSink(
+            settings.lake,
+            settings.pg_dsn,
+            batch.app_id,
+            log_retention_days=settings.lake_log_retention_days,
+        )
         missing = _unfinished_tables(sink, batch.batch_id)
         if not missing:
             continue

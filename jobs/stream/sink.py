@@ -145,11 +145,20 @@ def _empty_schema(name: str) -> pa.Schema:
 class LakeSink:
     """Writes micro-batches of validated rows (``jobs.stream.validate.OUTPUT_SCHEMA``)."""
 
-    def __init__(self, lake: Location | Path, dsn: str, app_id: str, job: str = "stream") -> None:
+    def __init__(
+        self,
+        lake: Location | Path,
+        dsn: str,
+        app_id: str,
+        job: str = "stream",
+        log_retention_days: int | None = None,
+    ) -> None:
         self.lake = as_location(lake)
         self.dsn = dsn
         self.app_id = app_id
         self.job = job
+        # Of the tables this sink creates (None: delta-rs's default, 30 days).
+        self.log_retention_days = log_retention_days
         self._offsets: dict[str, list[int]] | None = None
 
     def table(self, name: str) -> Location:
@@ -242,6 +251,7 @@ class LakeSink:
                 _PARTITIONS[name],
                 self.app_id,
                 plan.result.batch_id,
+                self.log_retention_days,
             ):
                 skipped.add(name)
         return replace(plan.result, skipped_tables=tuple(n for n in TABLES if n in skipped))

@@ -98,3 +98,24 @@ def test_maintenance_deletes_files_no_commit_added_once_past_the_retention(
     assert (location.path / recent).exists(), "a file younger than the retention was deleted"
     assert (location.path / committed[0]["path"]).exists()
     assert DeltaTable(location.uri).to_pyarrow_table().num_rows == 1
+
+
+def test_a_created_table_keeps_the_log_history_it_was_given(tmp_path: Path) -> None:
+    kept = Location.of(tmp_path / "kept")
+    assert commit_files(
+        kept, write_files("t", _rows(["a"], 0), kept, PARTITIONS), V1, PARTITIONS, "app", 0, 45
+    )
+    assert DeltaTable(kept.uri).metadata().configuration == {
+        "delta.logRetentionDuration": "interval 45 days"
+    }
+    # A later commit (a new column: schema evolution) leaves the table's setting as it was.
+    evolved = write_files("t", _rows(["a"], 5, extra=True), kept, PARTITIONS)
+    assert commit_files(kept, evolved, V1, PARTITIONS, "app", 1, 99)
+    assert DeltaTable(kept.uri).metadata().configuration == {
+        "delta.logRetentionDuration": "interval 45 days"
+    }
+    default = Location.of(tmp_path / "default")
+    assert commit_files(
+        default, write_files("t", _rows(["a"], 0), default, PARTITIONS), V1, PARTITIONS, "app", 0
+    )
+    assert "delta.logRetentionDuration" not in DeltaTable(default.uri).metadata().configuration
