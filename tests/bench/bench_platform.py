@@ -145,24 +145,33 @@ def metrics_events(api: httpx.Client, token: str, window: dict[str, str]) -> int
     return int(response.json()["totals"]["events"])
 
 
-def watch(
-    api: httpx.Client,
-    token: str,
-    window: dict[str, str],
-    target: int,
-    stop: threading.Event,
-    timeout_s: float,
-) -> list[tuple[float, int]]:
-    """Poll ``/metrics`` until it counts ``target`` events (or timeout); the visible counts."""
-    seen: list[tuple[float, int]] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not stop.is_set():
-        count = metrics_events(api, token, window)
-        seen.append((time.monotonic(), count))
-        if count >= target:
-            break
-        time.sleep(POLL_S)
-    return seen
+class Watcher:
+    """Polls ``/metrics`` in a thread, from now until it counts ``target`` events (or the
+    timeout); ``join()`` returns the visible counts over time."""
+
+    def __init__(
+        self, api: httpx.Client, token: str, window: dict[str, str], target: int, timeout_s: float
+    ) -> None:
+        self.seen: list[tuple[float, int]] = []
+        self._thread = threading.Thread(
+            target=self._poll, args=(api, token, window, target, timeout_s), daemon=True
+        )
+        self._thread.start()
+
+    def _poll(
+        self, api: httpx.Client, token: str, window: dict[str, str], target: int, timeout_s: float
+    ) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            count = metrics_events(api, token, window)
+            self.seen.append((time.monotonic(), count))
+            if count >= target:
+                return
+            time.sleep(POLL_S)
+
+    def join(self) -> list[tuple[float, int]]:
+        self._thread.join()
+        return self.seen
 
 
 def first_time(timeline: list[tuple[float, int]], count: int) -> float | None:
@@ -206,20 +215,11 @@ def burst(
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     messages = build_messages(tenant, EVENTS, seed, start)
     expected = len({m.event_id for m in messages})
-    window = _window(start)
-    stop = threading.Event()
-    result: dict[str, Any] = {}
-    watcher = threading.Thread(
-        target=lambda: result.setdefault(
-            "seen", watch(api, token, window, expected, stop, TIMEOUT_S)
-        )
-    )
+    watcher = Watcher(api, token, _window(start), expected, TIMEOUT_S)
     t0 = time.monotonic()
-    watcher.start()
     sent = publish(settings, tenant, messages, rate=None)
     published_s = time.monotonic() - t0
-    watcher.join()
-    seen: list[tuple[float, int]] = result["seen"]
+    seen = watcher.join()
     done = first_time(seen, expected)
     final = seen[-1][1] if seen else 0
     return {
@@ -239,20 +239,11 @@ def steady(settings: Settings, api: httpx.Client, tenant: str, token: str) -> di
     start = datetime.now(UTC).replace(microsecond=0)
     messages = build_messages(tenant, count, 99, start - timedelta(hours=1))
     expected = len({m.event_id for m in messages})
-    window = _window(start)
-    stop = threading.Event()
-    result: dict[str, Any] = {}
-    watcher = threading.Thread(
-        target=lambda: result.setdefault(
-            "seen", watch(api, token, window, expected, stop, SECONDS + TIMEOUT_S)
-        )
-    )
+    watcher = Watcher(api, token, _window(start), expected, SECONDS + TIMEOUT_S)
     t0 = time.monotonic()
-    watcher.start()
     sent = publish(settings, tenant, messages, rate=RATE)
     t_end = time.monotonic()
-    watcher.join()
-    seen: list[tuple[float, int]] = result["seen"]
+    seen = watcher.join()
     values = latencies(sent.timeline, seen, expected)
     half = t0 + (t_end - t0) / 2
     lag_points = [
