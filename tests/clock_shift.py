@@ -54,14 +54,15 @@ from include.settings import Settings
 
 # What libfaketime reads; the broker is started without them.
 _FAKETIME_ENV = ("LD_PRELOAD", "FAKETIME")
+# A command prefix that starts its program on the real clock.
+_REAL_CLOCK = ["env", *(arg for name in _FAKETIME_ENV for arg in ("-u", name))]
 _DAY = 86_400.0
 _SHIFT = pytest.StashKey[float]()
 
 
 def real_time() -> float:
     """Seconds since the epoch on the real clock (a process started without libfaketime)."""
-    drop = [arg for name in _FAKETIME_ENV for arg in ("-u", name)]
-    out = subprocess.run(["env", *drop, "date", "+%s"], capture_output=True, text=True, check=True)
+    out = subprocess.run([*_REAL_CLOCK, "date", "+%s"], capture_output=True, text=True, check=True)
     return float(out.stdout)
 
 
@@ -74,8 +75,7 @@ _unshifted_broker = broker.server_command
 
 
 def _broker_on_the_real_clock(paths: StatePaths) -> list[str]:
-    drop = [arg for name in _FAKETIME_ENV for arg in ("-u", name)]
-    return ["env", *drop, *_unshifted_broker(paths)]
+    return [*_REAL_CLOCK, *_unshifted_broker(paths)]
 
 
 def _java_on_the_real_clock(java_home: Path) -> None:
@@ -83,10 +83,9 @@ def _java_on_the_real_clock(java_home: Path) -> None:
     real = shutil.which("java", path=str(Path(home) / "bin")) if home else shutil.which("java")
     if real is None:
         raise pytest.UsageError("no java found (JAVA_HOME or PATH)")
-    drop = " ".join(f"-u {name}" for name in _FAKETIME_ENV)
     wrapper = java_home / "bin" / "java"
     wrapper.parent.mkdir(parents=True)
-    wrapper.write_text(f'#!/bin/sh\nexec env {drop} {shlex.quote(real)} "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\nexec {shlex.join([*_REAL_CLOCK, real])} "$@"\n')
     wrapper.chmod(0o755)
     # Spark's launcher starts the final JVM from JAVA_HOME (else from its own java.home).
     os.environ["JAVA_HOME"] = str(java_home)

@@ -103,6 +103,11 @@ def _position(value: list[int] | None) -> tuple[int, int, int] | None:
     return None if value is None else (value[0], value[1], value[2])
 
 
+def _across_ledgers(after: tuple[int, int, int] | None, newest: tuple[int, int, int]) -> bool:
+    """Whether the range spans a ledger change, where entry counts (so row counts) are unknown."""
+    return after is not None and after[0] != newest[0]
+
+
 def read_partition(part: TopicRange) -> Iterator[pa.RecordBatch]:
     """Executor side: the range's messages as Arrow record batches, each message once; validated
     and flattened when the partition carries a ``Validation``."""
@@ -343,7 +348,7 @@ class PulsarStreamReader(DataSourceStreamReader):
     ) -> float:
         """About how many messages wait on ``topic`` (unbounded across a ledger change, where
         entry counts are unknown)."""
-        if after is not None and after[0] != newest[0]:
+        if _across_ledgers(after, newest):
             return float("inf")
         entries = newest[1] - self._first_entry(after) + 1
         return max(1, entries) * self._per_entry(topic, after, sample)
@@ -356,8 +361,8 @@ class PulsarStreamReader(DataSourceStreamReader):
         rows: int,
     ) -> tuple[int, int, int]:
         """Cut the range after about ``rows`` messages, at an entry boundary."""
-        if after is not None and after[0] != newest[0]:
-            return newest  # a ledger change: entry counts are unknown across ledgers
+        if _across_ledgers(after, newest):
+            return newest
         per_entry = self._rows_per_entry.get(topic) or _DEFAULT_ROWS_PER_ENTRY
         entries = max(1, int(rows // per_entry))
         last_entry = self._first_entry(after) + entries - 1
