@@ -17,11 +17,15 @@ UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON_SYSTEM) -m uv")
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(VENV)/.synced: pyproject.toml uv.lock
+# Installed with bytecode: this machine's environment sets PYTHONDONTWRITEBYTECODE, so without
+# it every Python process (each Spark worker, each Airflow task) compiles pandas, pyarrow and
+# pydantic from source again (half of a Spark worker's CPU in the stream benchmark's profile).
+# The marker's name changed with that flag, so an environment synced before it is synced again.
+$(VENV)/.synced-bytecode: pyproject.toml uv.lock
 	@command -v $(PYTHON_SYSTEM) >/dev/null || { echo "Python 3.11 is required: install python3.11 (or set PYTHON_SYSTEM=/path/to/python3.11)."; exit 1; }
 	@$(PYTHON_SYSTEM) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "Python 3.11 is required, $(PYTHON_SYSTEM) is $$($(PYTHON_SYSTEM) --version): install python3.11."; exit 1; }
 	@command -v uv >/dev/null || $(PYTHON_SYSTEM) -m uv --version >/dev/null 2>&1 || { echo "Installing uv (pip install --user uv)"; $(PYTHON_SYSTEM) -m pip install --quiet --user uv; }
-	$(UV) sync --frozen --python $(PYTHON_SYSTEM)
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON_SYSTEM)
 	@touch $@
 
 # Debian packages the tests drive: chromium for the browser tests (test tools cannot download
@@ -36,7 +40,7 @@ test-tools:
 	  elif command -v sudo >/dev/null; then sudo apt-get install -y -qq $$missing; \
 	  else echo "The tests need$$missing: apt-get install -y$$missing as root."; exit 1; fi; fi
 
-setup: $(VENV)/.synced ## Create the virtual environment from the lock file
+setup: $(VENV)/.synced-bytecode ## Create the virtual environment from the lock file
 
 run: setup ## Start the whole platform (embedded default) and print what runs where
 	$(PY) -m include.embedded up

@@ -13,24 +13,21 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.streaming.query import StreamingQuery
 
 from include.lake.storage import Location, as_location
 from include.settings import Settings
 from jobs.stream import metrics
-from jobs.stream.delta_files import FILES_SCHEMA
+from jobs.stream.landing import settle_candidates, split_landed
 from jobs.stream.repair import repair_unfinished_batches
-from jobs.stream.shaping import SUMMARY_SCHEMA, batch_figures, summarize
-from jobs.stream.sink import BatchResult, LakeSink, batch_files
-from jobs.stream.validate import OUTPUT_SCHEMA
+from jobs.stream.shaping import batch_figures
+from jobs.stream.sink import PARTITIONS, BatchResult, LakeSink
 
 log = logging.getLogger("jobs.stream")
 _APP_ID_FILE = "lakehouse_app_id"
@@ -54,70 +51,38 @@ def _use_s3_checkpoint(spark: SparkSession, settings: Settings) -> None:
         hadoop.set(key.removeprefix("spark.hadoop."), value)
 
 
-def _summarizer(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    for batch in batches:
-        yield summarize(batch)
-
-
-def _file_writer(lake: Location, tables: tuple[str, ...], silver_messages: Any) -> Any:
-    """The executors' side of a batch: write the Delta files of one partition's rows.
-
-    ``lake`` travels in the function (a standalone cluster's workers do not have the driver's
-    environment, so no ``LAKEHOUSE_*`` settings); ``silver_messages`` is a broadcast."""
-
-    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import os
-        import socket
-
-        from include.log import configure_logging
-
-        rows = pa.Table.from_batches(list(batches), schema=OUTPUT_SCHEMA)
-        files = batch_files(rows, lake, tables, silver_messages.value)
-        if files:
-            if not logging.getLogger().handlers:
-                configure_logging("INFO")
-            log.info(
-                "delta files written",
-                extra={
-                    "host": socket.gethostname(),
-                    "pid": os.getpid(),
-                    "rows": rows.num_rows,
-                    "files": [f"{f['table']}/{f['path']}" for f in files],
-                },
-            )
-        yield pa.RecordBatch.from_pylist(files, schema=FILES_SCHEMA)
-
-    return write
-
-
 def write_micro_batch(
-    sink: LakeSink, frame: DataFrame, batch_id: int
+    sink: LakeSink, frame: DataFrame, batch_id: int, phases: dict[str, float] | None = None
 ) -> tuple[pa.Table, BatchResult]:
-    """One micro-batch: executors summarize their rows, the driver runs the PostgreSQL step and
-    chooses silver's rows, executors write the Delta files, the driver commits them.
+    """One micro-batch of a landing source (``jobs.stream.landing``): its tasks have read,
+    validated and written the Delta files; the driver collects the summary rows and the files,
+    runs the PostgreSQL step, keeps silver's and event_items' chosen rows, and commits.
 
-    The frame is persisted for the two passes, so Pulsar is read once."""
-    frame.persist()
-    try:
-        summary = frame.mapInArrow(_summarizer, from_arrow_schema(SUMMARY_SCHEMA)).toArrow()
-        summary = summary.cast(SUMMARY_SCHEMA)
-        plan = sink.plan_batch(summary, batch_id)
-        files: list[dict[str, Any]] = []
-        if plan.pending:
-            chosen = frame.sparkSession.sparkContext.broadcast(plan.silver_messages)
-            try:
-                writer = _file_writer(sink.lake, plan.pending, chosen)
-                files = (
-                    frame.mapInArrow(writer, from_arrow_schema(FILES_SCHEMA)).toArrow().to_pylist()
-                )
-            finally:
-                chosen.destroy()
-        return summary, sink.commit_batch(plan, files)
-    finally:
-        frame.unpersist()
+    ``phases``, when given, receives the seconds each step took (the batch's log line)."""
+    phases = {} if phases is None else phases
+    clock = time.monotonic()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        phases[name] = round(now - clock, 3)
+        clock = now
+
+    landed = split_landed(frame.toArrow())
+    summary = landed.summary
+    lap("read")
+    plan = sink.plan_batch(summary, batch_id)
+    lap("postgres")
+    files = settle_candidates(landed, plan.silver_messages, plan.pending, sink.lake, PARTITIONS)
+    lap("files")
+    result = sink.commit_batch(plan, files)
+    lap("commit")
+    return summary, result
 
 
-def _record(table: pa.Table, result: Any, seconds: float) -> None:
+def _record(
+    table: pa.Table, result: Any, seconds: float, phases: dict[str, float] | None = None
+) -> None:
     """Report a committed batch (its ``SUMMARY_SCHEMA`` rows): Prometheus metrics, one log line."""
     figures = batch_figures(table, datetime.now(UTC))
     for tenant, count in figures.input_by_tenant.items():
@@ -143,6 +108,7 @@ def _record(table: pa.Table, result: Any, seconds: float) -> None:
                 f"{t}/{r}": c for (t, r), c in figures.quarantined_by_reason.items()
             },
             "seconds": round(seconds, 3),
+            "phases": phases or {},
             "rows_per_second": round(table.num_rows / max(seconds, 1e-6)),
             "lag_seconds": {t: round(s, 3) for t, s in figures.lag_seconds.items()},
             "replayed": result.skipped_postgres,
@@ -170,15 +136,17 @@ def start_stream(
 
     def write(frame: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
-        summary, result = write_micro_batch(sink, frame, batch_id)
-        _record(summary, result, time.monotonic() - started)
+        phases: dict[str, float] = {}
+        summary, result = write_micro_batch(sink, frame, batch_id, phases)
+        _record(summary, result, time.monotonic() - started, phases)
 
-    # The source validates as it reads: one Python worker type, one pass per message.
+    # The source validates and writes the files as it reads: one pass per message, and only
+    # the summary rows cross into the JVM.
     reader = (
         spark.readStream.format("pulsar")
         .option("serviceUrl", settings.pulsar_url)
         .option("appId", sink.app_id)
-        .option("validate", "true")
+        .option("land", sink.lake.uri)
         .option("topicTemplate", settings.topic_template)
         .option("maxPayloadBytes", str(settings.stream_max_payload_bytes))
     )

@@ -146,6 +146,21 @@ def count_batch(
     return int(new_events[0])
 
 
+# Of a tenant's event ids (as the events spell them), those some batch already counted.
+COUNTED_KEYS_SQL = (
+    "SELECT k FROM unnest(%(ids)s::text[]) AS k WHERE EXISTS (SELECT 1 FROM stream_event_keys "
+    "WHERE tenant_id = %(tenant)s AND event_id = k::uuid)"
+)
+
+
+def counted_keys(conn: psycopg.Connection, tenant: str, event_ids: list[str]) -> set[str]:
+    """Those of ``tenant``'s ``event_ids`` that ``stream_event_keys`` holds."""
+    if not event_ids:
+        return set()
+    rows = conn.execute(COUNTED_KEYS_SQL, {"ids": event_ids, "tenant": tenant}).fetchall()
+    return {str(r[0]) for r in rows}
+
+
 def new_keys(dsn: str, app_id: str, batch_id: int) -> pa.Table:
     """The (tenant, event id) keys batch ``batch_id`` of ``app_id`` counted first, as a table
     of two string columns (``COPY ... TO STDOUT`` read by Arrow's CSV reader, no Python row)."""

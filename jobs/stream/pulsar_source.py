@@ -13,9 +13,14 @@ message, in the same worker that read it): the source's schema is then the valid
 (``jobs.stream.validate.OUTPUT_SCHEMA``), and the registered tenants' currencies, read once per
 micro-batch on the driver, travel to the executors inside each partition.
 
+With ``land`` set to the lake's URI (implies ``validate``) the read also writes the
+partition's Delta files, uncommitted, and yields only its summary rows and the files'
+descriptions (``jobs.stream.landing``): the stream's one pass over every message.
+
 Options: ``serviceUrl``, ``topics`` (comma-separated; otherwise the tenant registry),
 ``maxRecordsPerTrigger``, ``subscription``, ``topicRefreshSeconds``, ``readTimeoutMs``,
-``validate``, ``topicTemplate``, ``maxPayloadBytes`` (the last two with ``validate``).
+``validate``, ``topicTemplate``, ``maxPayloadBytes`` (the last two with ``validate``), ``land``
+(its S3 connection, if any, from the ``LAKEHOUSE_S3_*`` settings).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from include.pulsar_client import pulsar_client
 
 if TYPE_CHECKING:
     from include.settings import Settings
+    from jobs.stream.landing import Landing
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +103,8 @@ class TopicRange(InputPartition):
     auth_token: str | None = field(default=None, repr=False)
     # Set: the read yields validated rows (OUTPUT_SCHEMA) instead of raw messages.
     validation: Validation | None = None
+    # Set (with validation): the read writes the Delta files and yields LANDED_SCHEMA.
+    landing: Landing | None = field(default=None, repr=False)
 
 
 def _position(value: list[int] | None) -> tuple[int, int, int] | None:
@@ -114,11 +122,20 @@ def read_partition(part: TopicRange) -> Iterator[pa.RecordBatch]:
     raw = read_raw(part)
     if part.validation is None:
         return raw
-    return _validated(raw, part.validation)
+    validated = _validated(raw, part.validation)
+    if part.landing is None:
+        return validated
+    from jobs.stream.landing import counted_in, land_partition
+    from jobs.stream.sink import TABLES
+
+    return land_partition(validated, part.landing.lake, TABLES, counted_in(part.landing.dsn))
 
 
 def _validated(raw: Iterator[pa.RecordBatch], validation: Validation) -> Iterator[pa.RecordBatch]:
     from jobs.stream.validate import validate_batch
+    from jobs.stream.worker_gc import freeze_survivors
+
+    freeze_survivors()
 
     currencies = dict(validation.currencies)
     ingest_time = datetime.now(UTC)
@@ -221,7 +238,8 @@ class PulsarStreamReader(DataSourceStreamReader):
         self._read_timeout_ms = int(options.get("readtimeoutms", "1000"))
         # The app id of the query's checkpoint: its own batches are not "earlier" ones.
         self._app_id = options.get("appid", "")
-        self._validate = options.get("validate", "false").lower() == "true"
+        self._land = options.get("land") or None
+        self._validate = options.get("validate", "false").lower() == "true" or bool(self._land)
         self._topic_template = options.get("topictemplate", settings.topic_template)
         self._max_payload_bytes = int(
             options.get("maxpayloadbytes", str(settings.stream_max_payload_bytes))
@@ -370,6 +388,14 @@ class PulsarStreamReader(DataSourceStreamReader):
             return newest
         return (newest[0], last_entry, -1)
 
+    def _landing(self) -> Landing | None:
+        if self._land is None:
+            return None
+        from include.lake.storage import Location
+        from jobs.stream.landing import Landing
+
+        return Landing(Location.of(self._land, self._settings.s3), self._settings.pg_dsn)
+
     def _validation(self) -> Validation | None:
         """The partitions' validation context: the tenants' currencies, read once per batch."""
         if not self._validate:
@@ -381,6 +407,7 @@ class PulsarStreamReader(DataSourceStreamReader):
     def partitions(self, start: Offset, end: Offset) -> Sequence[InputPartition]:
         begun = start.get("topics", {})
         validation = self._validation()
+        landing = self._landing()
         ranges = []
         for topic, until in sorted(end.get("topics", {}).items()):
             after = _position(begun.get(topic))
@@ -395,6 +422,7 @@ class PulsarStreamReader(DataSourceStreamReader):
                     self._read_timeout_ms,
                     self._settings.pulsar_token,
                     validation,
+                    landing,
                 )
             )
         return ranges
@@ -430,6 +458,12 @@ class PulsarDataSource(DataSource):
 
     def schema(self) -> Any:
         options = {k.lower(): v for k, v in self.options.items()}
+        if options.get("land"):
+            from pyspark.sql.pandas.types import from_arrow_schema
+
+            from jobs.stream.landing import LANDED_SCHEMA
+
+            return from_arrow_schema(LANDED_SCHEMA)
         if options.get("validate", "false").lower() == "true":
             from pyspark.sql.pandas.types import from_arrow_schema
 

@@ -180,6 +180,11 @@ def rows_of_messages(rows: pa.Table, messages: pa.Table) -> pa.Table:
     return _in_pairs(rows, messages, MESSAGE_KEY)
 
 
+def rows_of_keys(rows: pa.Table, keys: pa.Table) -> pa.Table:
+    """``rows`` whose event key (tenant, event id) is one of ``keys``, in ``rows``' order."""
+    return _in_pairs(rows, keys, EVENT_KEY)
+
+
 def metric_csv(valid: pa.Table) -> pa.Buffer:
     """The rows of ``batch_events`` (tenant, event id, type, minute, amount, items) of the
     batch's distinct valid events, as CSV for ``COPY ... (FORMAT csv)``.

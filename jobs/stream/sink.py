@@ -55,6 +55,7 @@ __all__ = [
     "BRONZE",
     "COUNT_NEW_EVENTS_SQL",
     "ITEMS",
+    "PARTITIONS",
     "QUARANTINE",
     "SILVER",
     "SUMMARY_SCHEMA",
@@ -76,7 +77,7 @@ SILVER = "silver"
 ITEMS = "event_items"
 QUARANTINE = "quarantine"
 TABLES = (BRONZE, SILVER, ITEMS, QUARANTINE)
-_PARTITIONS = {
+PARTITIONS = {
     BRONZE: ["tenant_id", "event_date"],
     SILVER: ["tenant_id", "event_date"],
     ITEMS: ["tenant_id", "event_date"],
@@ -122,17 +123,17 @@ def batch_files(
     valid = rows.filter(pc.equal(status, VALID))
     files = []
     if BRONZE in tables:
-        files += write_files(BRONZE, bronze_rows(valid), lake / BRONZE, _PARTITIONS[BRONZE])
+        files += write_files(BRONZE, bronze_rows(valid), lake / BRONZE, PARTITIONS[BRONZE])
     if SILVER in tables or ITEMS in tables:
         new_rows = rows_of_messages(valid, silver_messages)
         if SILVER in tables:
-            files += write_files(SILVER, silver_rows(new_rows), lake / SILVER, _PARTITIONS[SILVER])
+            files += write_files(SILVER, silver_rows(new_rows), lake / SILVER, PARTITIONS[SILVER])
         if ITEMS in tables:
-            files += write_files(ITEMS, item_rows(new_rows), lake / ITEMS, _PARTITIONS[ITEMS])
+            files += write_files(ITEMS, item_rows(new_rows), lake / ITEMS, PARTITIONS[ITEMS])
     if QUARANTINE in tables:
         bad = rows.filter(pc.equal(status, QUARANTINED))
         files += write_files(
-            QUARANTINE, quarantine_rows(bad), lake / QUARANTINE, _PARTITIONS[QUARANTINE]
+            QUARANTINE, quarantine_rows(bad), lake / QUARANTINE, PARTITIONS[QUARANTINE]
         )
     return files
 
@@ -248,7 +249,7 @@ class LakeSink:
                 self.table(name),
                 [f for f in files if f["table"] == name],
                 _empty_schema(name),
-                _PARTITIONS[name],
+                PARTITIONS[name],
                 self.app_id,
                 plan.result.batch_id,
                 self.log_retention_days,

@@ -32,6 +32,7 @@ from pyspark.sql import SparkSession
 
 from generator.catalog import demo_tenant_ids
 from include.db import connect
+from include.log import configure_logging
 from include.settings import Settings
 from jobs.stream.job import start_stream
 from jobs.stream.session import create_session
@@ -212,7 +213,9 @@ def steady_phase(spark: SparkSession, base: Settings, rate: int) -> dict[str, An
 
 
 def main() -> None:
-    """Run both phases and print Markdown tables (each as soon as it is measured)."""
+    """Run both phases and print Markdown tables (each as soon as it is measured); the job's
+    log (one JSON line per batch, with its phases) goes to stderr."""
+    configure_logging("INFO")
     with embedded_platform(stream_max_records_per_batch=BATCH) as settings:
         spark = create_session("local[2]", "bench-stream", settings.spark_driver_memory)
         backlog = backlog_phase(spark, settings)

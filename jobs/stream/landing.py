@@ -1,0 +1,323 @@
+"""Landing a micro-batch where it is read: one pass over every message.
+
+The source's partition task (one per topic) reads its messages, validates them and writes the
+Parquet files of all four tables itself: bronze (every valid message), quarantine (every
+invalid one), and silver and event_items for the partition's first occurrence of each event
+key (the *candidates*). Only the batch's summary rows (``SUMMARY_SCHEMA``, no payloads) and the
+files' descriptions cross into the JVM and on to the driver, so the rows are never cached,
+converted back to Arrow and sent to Python a second time.
+
+Silver and event_items need the batch's first occurrence of each event key that no earlier
+batch counted, which the driver's PostgreSQL step decides after the read. A valid row's tenant is
+its topic's tenant and one task reads one topic, so the partition's first occurrences are the
+batch's. The task looks its first occurrences' keys up in ``stream_event_keys`` (one indexed
+query): a key not there yet is counted by this batch, so its rows go to the *sure* files; a key
+already there (an event sent again, or this very batch when it is replayed) goes to the *maybe*
+files. The summary rows say which rows went where (``landed_sure``). The driver then commits the
+sure files, and of the maybe files the rows it chose (``settle_candidates``: usually none, so
+they are deleted; a replay rewrites them with its chosen rows). If a sure row was not chosen
+after all (the key was counted between the lookup and the PostgreSQL step, which no writer
+here does), the driver rewrites that file too: the lookup is an optimisation, the PostgreSQL
+step decides.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from include.events.flatten import v2_only_columns
+from include.lake.storage import Location
+from jobs.stream.delta_files import FILES_SCHEMA, write_files
+from jobs.stream.postgres_step import counted_keys
+from jobs.stream.shaping import (
+    EVENT_KEY,
+    MESSAGE_KEY,
+    SUMMARY_SCHEMA,
+    first_occurrences,
+    rows_of_keys,
+    rows_of_messages,
+    summarize,
+)
+from jobs.stream.sink import batch_files
+from jobs.stream.validate import OUTPUT_SCHEMA, VALID
+
+log = logging.getLogger("jobs.stream")
+
+_FILE_PREFIX = "file_"
+_SURE = "landed_sure"
+# What a landed partition yields: its summary rows (the file columns null), then one row per
+# file it wrote (the summary columns null); ``file_sure`` tells sure files from maybe files.
+LANDED_SCHEMA = pa.schema(
+    [*SUMMARY_SCHEMA, pa.field(_SURE, pa.bool_())]
+    + [pa.field(_FILE_PREFIX + f.name, f.type, nullable=True) for f in FILES_SCHEMA]
+    + [pa.field(_FILE_PREFIX + "sure", pa.bool_())]
+)
+_SILVER, _ITEMS = "silver", "event_items"
+_GROUP = ["tenant_id", "event_date"]
+
+
+@dataclass(frozen=True)
+class Landing:
+    """Where a partition task lands its rows: the lake, and the PostgreSQL database whose
+    ``stream_event_keys`` it looks its keys up in. Travels inside the pickled partition."""
+
+    lake: Location
+    dsn: str = field(repr=False)
+
+
+# One PostgreSQL connection per Python worker process, like the Pulsar client.
+_CONNECTIONS: dict[str, psycopg.Connection] = {}
+
+
+def counted_in(dsn: str) -> Callable[[str, list[str]], set[str]]:
+    """``land_partition``'s ``counted``, asking the database at ``dsn``."""
+
+    def counted(tenant: str, event_ids: list[str]) -> set[str]:
+        conn = _CONNECTIONS.get(dsn)
+        if conn is None or conn.closed:
+            conn = _CONNECTIONS[dsn] = psycopg.connect(dsn, autocommit=True)
+        try:
+            return counted_keys(conn, tenant, event_ids)
+        except BaseException:
+            # A failed connection is not kept for the next task.
+            _CONNECTIONS.pop(dsn, None)
+            conn.close()
+            raise
+
+    return counted
+
+
+def _with_nulls(batch: pa.RecordBatch, names: list[str]) -> pa.RecordBatch:
+    """``batch`` in ``LANDED_SCHEMA``: its own columns, nulls for the others."""
+    columns = [
+        batch.column(f.name) if f.name in names else pa.nulls(batch.num_rows, f.type)
+        for f in LANDED_SCHEMA
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=LANDED_SCHEMA)
+
+
+def land_partition(
+    validated: Iterator[pa.RecordBatch],
+    lake: Location,
+    tables: tuple[str, ...],
+    counted: Callable[[str, list[str]], set[str]],
+) -> Iterator[pa.RecordBatch]:
+    """Executor side: write ``tables``' files of one partition's validated rows
+    (``OUTPUT_SCHEMA``) and yield its ``LANDED_SCHEMA`` batches.
+
+    ``counted(tenant, event_ids)`` returns those of the tenant's event ids some batch counted."""
+    rows = pa.Table.from_batches(list(validated), schema=OUTPUT_SCHEMA)
+    is_valid = pc.equal(rows.column("status"), VALID)
+    valid = rows.filter(is_valid)
+    firsts = valid.take(first_occurrences(valid))
+    seen = _counted_keys(firsts, counted)
+    maybe = rows_of_keys(firsts, seen).select(MESSAGE_KEY)
+    sure_rows = firsts.filter(
+        pc.invert(pc.is_in(_message_text(firsts), value_set=_message_text(maybe)))
+    )
+    sure = sure_rows.select(MESSAGE_KEY)
+    files = [(True, f) for f in batch_files(rows, lake, tables, sure)]
+    candidates = tuple(t for t in tables if t in (_SILVER, _ITEMS))
+    if maybe.num_rows and candidates:
+        files += [(False, f) for f in batch_files(valid, lake, candidates, maybe)]
+    if files:
+        if not logging.getLogger().handlers:
+            from include.log import configure_logging
+
+            configure_logging("INFO")
+        log.info(
+            "delta files written",
+            extra={
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "rows": rows.num_rows,
+                "files": [f"{f['table']}/{f['path']}" for _, f in files],
+            },
+        )
+    sure_ids = _message_text(sure)
+    for batch in rows.to_batches():
+        summary = summarize(batch)
+        flags = pc.is_in(_message_text(batch), value_set=sure_ids)
+        yield _with_nulls(summary.append_column(_SURE, flags), [*SUMMARY_SCHEMA.names, _SURE])
+    if files:
+        described = pa.RecordBatch.from_pylist([f for _, f in files], schema=FILES_SCHEMA)
+        described = described.rename_columns([_FILE_PREFIX + n for n in FILES_SCHEMA.names])
+        described = described.append_column(
+            _FILE_PREFIX + "sure", pa.array([kind for kind, _ in files], pa.bool_())
+        )
+        yield _with_nulls(described, described.schema.names)
+
+
+def _message_text(rows: pa.Table | pa.RecordBatch) -> pa.Array:
+    """topic NUL message id: one string per message (neither holds a NUL)."""
+    joined = pc.binary_join_element_wise(rows.column("topic"), rows.column("message_id"), "\x00")
+    return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
+
+
+def _counted_keys(firsts: pa.Table, counted: Callable[[str, list[str]], set[str]]) -> pa.Table:
+    """The (tenant, event id) keys of ``firsts`` some batch already counted."""
+    tenants, events = [], []
+    for tenant in pc.unique(firsts.column("tenant_id")).to_pylist():  # one per topic
+        ids = firsts.filter(pc.equal(firsts.column("tenant_id"), tenant)).column("event_id")
+        found = counted(tenant, ids.to_pylist())
+        tenants += [tenant] * len(found)
+        events += sorted(found)
+    return pa.table(
+        {"tenant_id": pa.array(tenants, pa.string()), "event_id": pa.array(events, pa.string())}
+    )
+
+
+@dataclass(frozen=True)
+class Landed:
+    """A landed batch: its summary rows (``SUMMARY_SCHEMA``, in batch order), which of them
+    went to sure files, and its files (``FILES_SCHEMA`` rows, each with ``sure``)."""
+
+    summary: pa.Table
+    sure: pa.Array
+    files: list[dict[str, Any]]
+
+
+def split_landed(landed: pa.Table) -> Landed:
+    """A collected ``LANDED_SCHEMA`` table as a ``Landed``."""
+    is_file = pc.is_valid(landed.column(_FILE_PREFIX + "path"))
+    rows = landed.filter(pc.invert(is_file))
+    summary = rows.select(SUMMARY_SCHEMA.names).cast(SUMMARY_SCHEMA)
+    sure = pc.fill_null(rows.column(_SURE), False).combine_chunks()
+    names = [*FILES_SCHEMA.names, "sure"]
+    files = landed.filter(is_file).select([_FILE_PREFIX + n for n in names])
+    return Landed(summary, sure, files.rename_columns(names).to_pylist())
+
+
+def _group_of(file: dict[str, Any]) -> tuple[Any, Any]:
+    values = json.loads(file["partition_values"])
+    return values.get("tenant_id"), values.get("event_date")
+
+
+def _per_group(rows: pa.Table) -> dict[tuple[Any, Any], int]:
+    """How many of ``rows`` (summary rows) each (tenant, event day) holds."""
+    days = pc.strftime(pc.cast(rows.column("event_time"), pa.date32()), format="%Y-%m-%d")
+    counts = (
+        pa.table({"tenant_id": rows.column("tenant_id"), "event_date": days})
+        .group_by(_GROUP, use_threads=False)
+        .aggregate([([], "count_all")])
+    )
+    # Python over groups (tenants x days), not rows.
+    return {(r["tenant_id"], r["event_date"]): r["count_all"] for r in counts.to_pylist()}
+
+
+def _read_back(location: Location, file: dict[str, Any]) -> pa.Table:
+    """A written file's rows with its partition columns, in the schema it was written from."""
+    fs, root = location.filesystem()
+    schema = pa.ipc.read_schema(pa.py_buffer(file["schema"]))
+    with fs.open_input_file(posixpath.join(root, file["path"])) as handle:
+        data = pq.read_table(handle)
+    values = json.loads(file["partition_values"])
+    columns = []
+    for column in schema:
+        if column.name in values:
+            text = pa.array([values[column.name]] * data.num_rows, pa.string())
+            columns.append(text.cast(column.type))
+        else:
+            columns.append(data.column(column.name))
+    return pa.table(columns, schema=schema)
+
+
+def _delete(lake: Location, files: list[dict[str, Any]]) -> None:
+    """Delete files no commit will take (they would only wait for the vacuum)."""
+    fs, root = lake.filesystem()
+    for file in files:
+        fs.delete_file(posixpath.join(root, file["table"], file["path"]))
+
+
+def _without_unused_v2(silver: pa.Table) -> pa.Table:
+    """Silver's rule (``shaping.silver_rows``): version-2 columns only with a v2 event."""
+    if silver.num_rows and pc.any(pc.equal(silver.column("schema_version"), 2)).as_py():
+        return silver
+    return silver.drop_columns([n for n in v2_only_columns() if n in silver.column_names])
+
+
+def settle_candidates(
+    landed: Landed,
+    chosen: pa.Table,
+    pending: tuple[str, ...],
+    lake: Location,
+    partitions: dict[str, list[str]],
+) -> list[dict[str, Any]]:
+    """Driver side: the files to commit of a landed batch (``FILES_SCHEMA`` rows).
+
+    ``chosen`` (topic, message id) are the messages silver and event_items get, ``pending`` the
+    tables that still need the batch. Files of the other tables are deleted, and so are maybe
+    files without a chosen row; a file holding some rows that are not chosen is rewritten with
+    the chosen ones only."""
+    summary = landed.summary
+    valid = pc.equal(summary.column("status"), VALID)
+    is_chosen = pc.is_in(_message_text(summary), value_set=_message_text(chosen))
+    chosen_rows = summary.filter(pc.and_(valid, is_chosen))
+    chosen_maybe = _per_group(summary.filter(pc.and_(is_chosen, pc.invert(landed.sure))))
+    wrong_sure = _per_group(summary.filter(pc.and_(landed.sure, pc.invert(is_chosen))))
+    maybe_rows: dict[tuple[Any, Any], int] = {}
+    written: set[tuple[Any, Any, bool]] = set()
+    for f in landed.files:
+        if f["table"] != _SILVER:
+            continue
+        group = _group_of(f)
+        if (*group, f["sure"]) in written:
+            # event_items' rows are told apart by event key only, which holds within a task.
+            raise RuntimeError(f"two tasks landed silver rows of {group}: one topic per task")
+        written.add((*group, f["sure"]))
+        if not f["sure"]:
+            maybe_rows[group] = f["num_records"]
+    keep, unused = [], []
+    for f in landed.files:
+        described = {k: v for k, v in f.items() if k != "sure"}
+        if f["table"] not in pending:
+            unused.append(described)
+            continue
+        if f["table"] not in (_SILVER, _ITEMS):
+            keep.append(described)
+            continue
+        group = _group_of(f)
+        if f["sure"]:
+            exact = group not in wrong_sure
+        else:
+            chosen_here = chosen_maybe.get(group, 0)
+            if chosen_here == 0:
+                unused.append(described)
+                continue
+            exact = chosen_here == maybe_rows.get(group, 0)
+        if exact:
+            keep.append(described)
+            continue
+        unused.append(described)
+        keep += _rewrite(described, lake, partitions, chosen, chosen_rows)
+    _delete(lake, unused)
+    return keep
+
+
+def _rewrite(
+    file: dict[str, Any],
+    lake: Location,
+    partitions: dict[str, list[str]],
+    chosen: pa.Table,
+    chosen_rows: pa.Table,
+) -> list[dict[str, Any]]:
+    """``file`` written again with its chosen rows only (a replay, or a key counted late)."""
+    name = file["table"]
+    rows = _read_back(lake / name, file)
+    if name == _SILVER:
+        rows = _without_unused_v2(rows_of_messages(rows, chosen))
+    else:
+        rows = rows_of_keys(rows, chosen_rows.select(EVENT_KEY))
+    return write_files(name, rows, lake / name, partitions[name])
