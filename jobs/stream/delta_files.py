@@ -24,7 +24,7 @@ from urllib.parse import quote
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.transaction import AddAction, RemoveAction
 
 from include.lake.storage import Location
@@ -161,6 +161,7 @@ def commit_files(
     app_id: str,
     batch_id: int,
     log_retention_days: int | None = None,
+    table: DeltaTable | None = None,
 ) -> bool:
     """Commit ``files`` (``FILES_SCHEMA`` rows of this table) as batch ``batch_id`` of
     ``app_id`` in one transaction; False, committing nothing, if the table already holds it.
@@ -168,11 +169,15 @@ def commit_files(
     A table that does not exist yet is created (keeping ``log_retention_days`` of log history,
     else delta-rs's 30), and one that lacks a column of the files gets it (schema evolution), by
     an empty append before the commit. ``empty_schema`` is the table's schema when the batch
-    wrote no file to it.
+    wrote no file to it. ``table``, when given, is a handle on it brought up to date here (a
+    stale one could miss a commit of this batch and commit it twice).
     """
     # Each load of the table replays its log (a listing and reads on S3): load it once, and
     # again only after the append that changed its schema.
-    table = location.delta_table() if location.is_delta_table() else None
+    if table is not None:
+        table.update_incremental()
+    elif location.is_delta_table():
+        table = location.delta_table()
     if table is not None:
         done = table.transaction_version(app_id)
         if done is not None and done >= batch_id:

@@ -24,7 +24,8 @@ from pyspark.sql.streaming.query import StreamingQuery
 from include.lake.storage import Location, as_location
 from include.settings import Settings
 from jobs.stream import metrics
-from jobs.stream.landing import settle_candidates, split_landed
+from jobs.stream.landing import Landing, settle_candidates, split_landed
+from jobs.stream.pulsar_source import landing_source
 from jobs.stream.repair import repair_unfinished_batches
 from jobs.stream.shaping import batch_figures
 from jobs.stream.sink import PARTITIONS, BatchResult, LakeSink
@@ -141,12 +142,12 @@ def start_stream(
         _record(summary, result, time.monotonic() - started, phases)
 
     # The source validates and writes the files as it reads: one pass per message, and only
-    # the summary rows cross into the JVM.
+    # the summary and the files' descriptions cross into the JVM.
+    spark.dataSource.register(landing_source(Landing(sink.lake, settings.pg_dsn)))
     reader = (
         spark.readStream.format("pulsar")
         .option("serviceUrl", settings.pulsar_url)
         .option("appId", sink.app_id)
-        .option("land", sink.lake.uri)
         .option("topicTemplate", settings.topic_template)
         .option("maxPayloadBytes", str(settings.stream_max_payload_bytes))
     )

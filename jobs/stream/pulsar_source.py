@@ -13,14 +13,15 @@ message, in the same worker that read it): the source's schema is then the valid
 (``jobs.stream.validate.OUTPUT_SCHEMA``), and the registered tenants' currencies, read once per
 micro-batch on the driver, travel to the executors inside each partition.
 
-With ``land`` set to the lake's URI (implies ``validate``) the read also writes the
-partition's Delta files, uncommitted, and yields only its summary rows and the files'
-descriptions (``jobs.stream.landing``): the stream's one pass over every message.
+A source made by ``landing_source(landing)`` (implies ``validate``) also writes each
+partition's Delta files, uncommitted, and yields only its summary and the files' descriptions
+(``jobs.stream.landing``): the stream's one pass over every message. The landing (the lake, its
+S3 connection, the PostgreSQL DSN) travels inside the registered, pickled source class and then
+inside each partition, never in the options.
 
 Options: ``serviceUrl``, ``topics`` (comma-separated; otherwise the tenant registry),
 ``maxRecordsPerTrigger``, ``subscription``, ``topicRefreshSeconds``, ``readTimeoutMs``,
-``validate``, ``topicTemplate``, ``maxPayloadBytes`` (the last two with ``validate``), ``land``
-(its S3 connection, if any, from the ``LAKEHOUSE_S3_*`` settings).
+``validate``, ``topicTemplate``, ``maxPayloadBytes`` (the last two with ``validate``).
 """
 
 from __future__ import annotations
@@ -224,7 +225,7 @@ def _raw_batch(
 class PulsarStreamReader(DataSourceStreamReader):
     """Driver side: discovers topics, plans ranges, moves the durable cursor on commit."""
 
-    def __init__(self, options: dict[str, str]) -> None:
+    def __init__(self, options: dict[str, str], landing: Landing | None = None) -> None:
         from include.settings import Settings
 
         # Spark hands data sources their options with lower-cased keys.
@@ -238,8 +239,8 @@ class PulsarStreamReader(DataSourceStreamReader):
         self._read_timeout_ms = int(options.get("readtimeoutms", "1000"))
         # The app id of the query's checkpoint: its own batches are not "earlier" ones.
         self._app_id = options.get("appid", "")
-        self._land = options.get("land") or None
-        self._validate = options.get("validate", "false").lower() == "true" or bool(self._land)
+        self._landing = landing
+        self._validate = options.get("validate", "false").lower() == "true" or landing is not None
         self._topic_template = options.get("topictemplate", settings.topic_template)
         self._max_payload_bytes = int(
             options.get("maxpayloadbytes", str(settings.stream_max_payload_bytes))
@@ -388,14 +389,6 @@ class PulsarStreamReader(DataSourceStreamReader):
             return newest
         return (newest[0], last_entry, -1)
 
-    def _landing(self) -> Landing | None:
-        if self._land is None:
-            return None
-        from include.lake.storage import Location
-        from jobs.stream.landing import Landing
-
-        return Landing(Location.of(self._land, self._settings.s3), self._settings.pg_dsn)
-
     def _validation(self) -> Validation | None:
         """The partitions' validation context: the tenants' currencies, read once per batch."""
         if not self._validate:
@@ -407,7 +400,7 @@ class PulsarStreamReader(DataSourceStreamReader):
     def partitions(self, start: Offset, end: Offset) -> Sequence[InputPartition]:
         begun = start.get("topics", {})
         validation = self._validation()
-        landing = self._landing()
+        landing = self._landing
         ranges = []
         for topic, until in sorted(end.get("topics", {}).items()):
             after = _position(begun.get(topic))
@@ -452,13 +445,16 @@ class PulsarStreamReader(DataSourceStreamReader):
 class PulsarDataSource(DataSource):
     """``spark.readStream.format("pulsar")``."""
 
+    # Set on the class ``landing_source`` makes.
+    landing: Landing | None = None
+
     @classmethod
     def name(cls) -> str:
         return "pulsar"
 
     def schema(self) -> Any:
         options = {k.lower(): v for k, v in self.options.items()}
-        if options.get("land"):
+        if self.landing is not None:
             from pyspark.sql.pandas.types import from_arrow_schema
 
             from jobs.stream.landing import LANDED_SCHEMA
@@ -473,4 +469,11 @@ class PulsarDataSource(DataSource):
         return SOURCE_SCHEMA
 
     def streamReader(self, schema: Any) -> DataSourceStreamReader:
-        return PulsarStreamReader(dict(self.options))
+        return PulsarStreamReader(dict(self.options), self.landing)
+
+
+def landing_source(landing: Landing) -> type[PulsarDataSource]:
+    """The ``pulsar`` source whose reads land the batch at ``landing``: register it, then
+    ``load()`` (Spark pickles the registered class, so its landing reaches the process that
+    plans the micro-batches)."""
+    return type("LandingPulsarDataSource", (PulsarDataSource,), {"landing": landing})

@@ -40,6 +40,8 @@ def create_session(
         # project at the driver's path (the same path on every host) and run the driver's
         # interpreter (Spark sends its path with each Python function).
         .config("spark.executorEnv.PYTHONPATH", str(REPO_ROOT))
+        # Workers forked with pyarrow, pandas and the stream's modules already imported.
+        .config("spark.python.daemon.module", "jobs.stream.worker_daemon")
         .config("spark.cores.max", str(cores_max))
         .getOrCreate()
     )

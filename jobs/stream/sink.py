@@ -30,6 +30,7 @@ from typing import Any
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
+from deltalake import DeltaTable
 
 from include.lake.storage import Location, as_location
 from jobs.stream import postgres_step
@@ -161,17 +162,30 @@ class LakeSink:
         # Of the tables this sink creates (None: delta-rs's default, 30 days).
         self.log_retention_days = log_retention_days
         self._offsets: dict[str, list[int]] | None = None
+        # Open Delta tables, brought up to date (only the new log entries) before every use:
+        # opening one replays its whole log since the last checkpoint, several times a batch.
+        self._tables: dict[str, DeltaTable] = {}
 
     def table(self, name: str) -> Location:
         """Where Delta table ``name`` lives."""
         return self.lake / name
 
-    def committed_version(self, name: str) -> int | None:
-        """The last batch id committed to table ``name`` by this app, or None."""
+    def _delta_table(self, name: str) -> DeltaTable | None:
+        """Table ``name`` at its latest version, or None before it exists."""
+        table = self._tables.get(name)
+        if table is not None:
+            table.update_incremental()
+            return table
         location = self.table(name)
         if not location.is_delta_table():
             return None
-        return location.delta_table().transaction_version(self.app_id)
+        table = self._tables[name] = location.delta_table()
+        return table
+
+    def committed_version(self, name: str) -> int | None:
+        """The last batch id committed to table ``name`` by this app, or None."""
+        table = self._delta_table(name)
+        return None if table is None else table.transaction_version(self.app_id)
 
     # -- PostgreSQL --------------------------------------------------------------------------
     def _last_offsets(self, conn: psycopg.Connection) -> dict[str, list[int]]:
@@ -253,6 +267,7 @@ class LakeSink:
                 self.app_id,
                 plan.result.batch_id,
                 self.log_retention_days,
+                self._tables.get(name),
             ):
                 skipped.add(name)
         return replace(plan.result, skipped_tables=tuple(n for n in TABLES if n in skipped))
