@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from api.db import Conn
+from api.distinct import distinct_series
 from api.models import Granularity
 
 CENT = Decimal("0.01")
@@ -209,7 +210,9 @@ async def metrics_for(
     unit = granularity.value
     buckets = [row["b"] for row in await conn.fetch(BUCKETS_SQL, unit, start, end)]
     additive = await conn.fetch(additive_sql(from_slots=from_slots), tenant_id, unit, start, end)
-    per_bucket, total = await distinct_counts(
-        conn, tenant_id, unit, start, end, from_slots=from_slots
-    )
-    return assemble(buckets, [dict(r) for r in additive], per_bucket, total)
+    counts, total = await distinct_series(conn, tenant_id, buckets, start, end)
+    per_bucket = [
+        {"b": b, "sessions": n[0], "purchasing": n[1], "customers": n[2]}
+        for b, n in zip(buckets, counts, strict=True)
+    ]
+    return assemble(buckets, [dict(r) for r in additive], per_bucket, Distinct(*total))
