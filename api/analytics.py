@@ -68,7 +68,8 @@ SELECT (SELECT max(minute) FROM stream_minute_metrics
        (SELECT max(event_time) FROM events
         WHERE tenant_id = $1 AND event_time >= $2 AND event_time < $3) AS batch_newest,
        (SELECT max(updated_at) FROM stream_heartbeat) AS speed_updated,
-       (SELECT updated_at FROM load_watermarks WHERE target = 'events') AS batch_updated
+       (SELECT updated_at FROM load_watermarks WHERE target = 'events') AS batch_updated,
+       (SELECT currency FROM tenants WHERE tenant_id = $1) AS currency
 """
 
 

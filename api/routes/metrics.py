@@ -55,10 +55,14 @@ async def metrics(
     check_whole_minutes(start, end)
     check_buckets(start, end, granularity, settings.api_max_buckets)
     zone = check_timezone(timezone)
+    # Answers are cached by request while their tenant's data is unchanged (api/cache.py).
+    key = (start.timestamp(), end.timestamp(), start.isoformat(), end.isoformat(),
+           granularity.value, zone)  # fmt: skip
+    version = ctx.cache.version(tenant_id)
+    cached = ctx.cache.get(tenant_id, key)
+    if cached is not None:
+        return Response(cached, media_type="application/json")
     async with ctx.db.tenant(tenant_id, timezone=zone) as conn:
-        currency = await conn.fetchval(
-            "SELECT currency FROM tenants WHERE tenant_id = $1", tenant_id
-        )
         series, totals = await metrics_for(
             conn,
             tenant_id,
@@ -78,7 +82,7 @@ async def metrics(
             "end": end,
             "granularity": granularity,
             "timezone": zone,
-            "currency": str(currency),
+            "currency": str(fresh["currency"]),
             "series": series,
             "totals": totals,
             "freshness": {
@@ -90,7 +94,9 @@ async def metrics(
     )
     # Serialized by pydantic-core too: FastAPI's response_model path would dump the answer to
     # dicts and validate it again.
-    return Response(answer.model_dump_json(), media_type="application/json")
+    body = answer.model_dump_json().encode()
+    ctx.cache.put(tenant_id, key, version, body)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/funnel", summary="Shopping funnel of a tenant")
