@@ -19,7 +19,7 @@ from api.db import Conn
 from include.warehouse import distinct as pieces
 
 # The stored cardinality of every wanted block, and its bitmap where ``need`` is set.
-_FETCH = """
+FETCH = """
 SELECT p.kind, p.level, p.start_minute, p.cardinality, CASE WHEN w.need THEN p.bitmap END
 FROM unnest($2::smallint[], $3::integer[], $4::boolean[]) AS w(level, start_minute, need)
 JOIN distinct_pieces p
@@ -105,7 +105,7 @@ async def distinct_series(
     )
     blocks = list(need)
     rows = await conn.fetch(
-        _FETCH,
+        FETCH,
         tenant_id,
         [lv for lv, _ in blocks],
         [s for _, s in blocks],

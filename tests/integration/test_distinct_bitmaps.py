@@ -129,9 +129,7 @@ async def _api_answers(
         out = []
         for unit, start, end, zone in requests:
             async with db.tenant(tenant, timezone=zone) as conn:
-                out.append(
-                    await metrics_for(conn, tenant, start, end, Granularity(unit), from_slots=False)
-                )
+                out.append(await metrics_for(conn, tenant, start, end, Granularity(unit)))
         return out
     finally:
         await db.close()
@@ -145,11 +143,12 @@ def _assert_api_equals_plain(settings: Settings, conn: psycopg.Connection[Any], 
         answers = asyncio.run(_api_answers(settings, tenant, requests))
         for (unit, start, end, zone), (series, totals) in zip(requests, answers, strict=True):
             per, total = _plain(conn, tenant, start, end, unit, zone)
-            for point in series:
-                want = per.get(point["bucket_start"], (0, 0, 0))
+            starts = [datetime.fromisoformat(p["bucket_start"]) for p in series]
+            for point, bucket in zip(series, starts, strict=True):
+                want = per.get(bucket, (0, 0, 0))
                 got = (point["sessions"], point["purchasing_sessions"], point["unique_customers"])
-                assert got == want, (tenant, unit, zone, start, end, point["bucket_start"])
-            assert sum(1 for p in series if p["bucket_start"] in per) == len(per)
+                assert got == want, (tenant, unit, zone, start, end, bucket)
+            assert sum(1 for b in starts if b in per) == len(per)
             got_total = (totals["sessions"], totals["purchasing_sessions"],
                          totals["unique_customers"])  # fmt: skip
             assert got_total == total, (tenant, unit, zone, start, end)
@@ -246,7 +245,7 @@ def test_a_tenant_context_reads_no_other_tenants_pieces(loaded: Settings) -> Non
                 )
                 _, totals = await metrics_for(
                     conn, BETA, BASE - timedelta(days=1), BASE + timedelta(days=5),
-                    Granularity.DAY, from_slots=False,
+                    Granularity.DAY,
                 )  # fmt: skip
                 return int(seen), int(totals["sessions"])
         finally:
@@ -258,3 +257,48 @@ def test_a_tenant_context_reads_no_other_tenants_pieces(loaded: Settings) -> Non
         ).fetchone():
             _load(conn, _events(random.Random(2), BETA, 300, 24))
     assert asyncio.run(read()) == (0, 0)
+
+
+HOURS_FROM_SLOTS = """
+SELECT tenant_id, date_bin('1 hour', slot, timestamptz '2000-01-01 00:00:00+00') AS hour,
+       event_type, sum(events), sum(amount), sum(items)
+FROM stream_slot_metrics GROUP BY 1, 2, 3 HAVING sum(events) <> 0
+EXCEPT
+SELECT tenant_id, hour, event_type, events, amount, items FROM stream_hour_metrics
+"""
+
+
+def test_hour_sums_follow_the_streams_own_statement(platform: Settings) -> None:
+    """The stream's batch statement (inserts, then upserts that update) keeps
+    stream_hour_metrics equal to its slots summed per UTC hour, with no change to the stream."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from jobs.stream import postgres_step
+    from jobs.stream.shaping import SUMMARY_SCHEMA, summarize
+    from tests import columnar_reference as ref
+    from tests.random_batches import random_batch
+
+    table = random_batch(random.Random(9), 4_000, distinct_events=2_000)
+    summary = pa.Table.from_batches([summarize(b) for b in table.to_batches()], SUMMARY_SCHEMA)
+    valid = ref.plan_valid(summary)
+    for column in ("event_id", "tenant_id", "event_type", "event_time"):  # never counted
+        valid = valid.filter(pc.is_valid(valid[column]))
+    app = f"hour-test-{uuid.uuid4().hex[:8]}"
+    half = valid.num_rows // 2
+    with psycopg.connect(platform.pg_dsn) as conn:
+        for batch, rows in enumerate((valid.slice(0, half), valid.slice(half), valid)):
+            with conn.transaction():
+                postgres_step.copy_batch_events(conn, rows)
+                conn.execute(postgres_step.COUNT_NEW_EVENTS_SQL, {"app": app, "batch": batch})
+                conn.execute("DROP TABLE batch_events")
+        assert conn.execute("SELECT count(*) FROM stream_hour_metrics").fetchone() != (0,)
+        assert conn.execute(HOURS_FROM_SLOTS).fetchall() == []
+        reverse = conn.execute(
+            "SELECT tenant_id, hour, event_type FROM stream_hour_metrics EXCEPT "
+            "SELECT tenant_id, date_bin('1 hour', slot, timestamptz '2000-01-01 00:00:00+00'), "
+            "event_type FROM stream_slot_metrics"
+        ).fetchall()
+        assert reverse == []
+        conn.execute("DELETE FROM stream_event_keys WHERE app_id = %s", (app,))
+        conn.commit()
