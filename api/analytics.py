@@ -47,8 +47,14 @@ GRIDS = (
 # Per bucket: the event types and their counts, amounts and items. The inner window
 # ($5..$6) from the grid's table, the ragged ends ($3..$5, $6..$4) from minutes.
 _ADDITIVE = """
-SELECT b, array_agg(event_type) AS types, array_agg(events) AS events,
-       array_agg(amount) AS amounts, array_agg(items) AS items
+SELECT b, array_agg(event_type ORDER BY event_type) AS types,
+       array_agg(events ORDER BY event_type) AS events,
+       sum(events)::bigint AS total,
+       coalesce(sum(events) FILTER (WHERE event_type = 'purchase'), 0)::bigint AS orders,
+       coalesce(sum(amount) FILTER (WHERE event_type = 'purchase'), 0)::numeric(20, 2)
+           AS revenue,
+       coalesce(sum(amount) FILTER (WHERE event_type = 'refund'), 0)::numeric(20, 2) AS refunds,
+       coalesce(sum(items) FILTER (WHERE event_type = 'purchase'), 0)::bigint AS items_sold
 FROM (
     SELECT date_trunc($2, t) AS b, event_type, sum(events)::bigint AS events,
            sum(amount) AS amount, sum(items)::bigint AS items
@@ -108,25 +114,33 @@ class Distinct:
 
 
 def _money(value: Decimal) -> str:
-    return str(value.quantize(CENT))
+    return str(value if value.as_tuple().exponent == -2 else value.quantize(CENT))
+
+
+_EMPTY: dict[str, int] = {}
 
 
 def measure_values(
-    by_type: dict[str, int], amount: dict[str, Decimal], items: dict[str, int], n: Counts
+    total: int,
+    by_type: dict[str, int],
+    orders: int,
+    revenue: Decimal,
+    refunds: Decimal,
+    items_sold: int,
+    n: Counts,
 ) -> dict[str, Any]:
-    """The JSON-ready measures of one bucket (or the range) from its sums and distinct counts
-    (money as 2-decimal strings, as ``MetricValues`` serializes it)."""
-    orders = by_type.get(PURCHASE, 0)
-    revenue = amount.get(PURCHASE, ZERO).quantize(CENT)
+    """The JSON-ready measures of one bucket (or the range) from its sums (``by_type`` sorted
+    by type) and distinct counts (money as 2-decimal strings, as ``MetricValues`` serializes
+    it)."""
     sessions, purchasing, customers = n
     return {
-        "events": sum(by_type.values()),
-        "events_by_type": dict(sorted(by_type.items())),
+        "events": total,
+        "events_by_type": by_type,
         "orders": orders,
-        "revenue": str(revenue),
-        "refunds": _money(amount.get(REFUND, ZERO)),
-        "items_sold": items.get(PURCHASE, 0),
-        "average_order_value": _money(revenue / orders) if orders else None,
+        "revenue": _money(revenue),
+        "refunds": _money(refunds),
+        "items_sold": items_sold,
+        "average_order_value": str((revenue / orders).quantize(CENT)) if orders else None,
         "sessions": sessions,
         "purchasing_sessions": purchasing,
         "conversion_rate": purchasing / sessions if sessions else None,
@@ -154,29 +168,33 @@ def assemble(
     """Series (one point per bucket, empty buckets included) and totals, JSON-ready.
 
     ``additive_rows`` are rows of :func:`additive_sql` (``b``, ``types``, ``events``,
-    ``amounts``, ``items``); ``counts`` the distinct counts of each bucket, in order."""
+    ``total``, ``orders``, ``revenue``, ``refunds``, ``items_sold``); ``counts`` the distinct
+    counts of each bucket, in order."""
     per_bucket: dict[datetime, Any] = {row[0]: row for row in additive_rows}
-    all_events: dict[str, int] = {}
-    all_amount: dict[str, Decimal] = {}
-    all_items: dict[str, int] = {}
+    all_types: dict[str, int] = {}
+    events = orders = items = 0
+    revenue = refunds = ZERO
     series = []
     for bucket, n in zip(buckets, counts, strict=True):
         row = per_bucket.get(bucket)
         if row is None:
-            values = measure_values({}, {}, {}, n)
+            values = measure_values(0, _EMPTY, 0, ZERO, ZERO, 0, n)
         else:
-            types = row[1]
-            by_type = dict(zip(types, row[2], strict=True))
-            amount = dict(zip(types, row[3], strict=True))
-            items = dict(zip(types, row[4], strict=True))
-            for kind in types:
-                all_events[kind] = all_events.get(kind, 0) + by_type[kind]
-                all_amount[kind] = all_amount.get(kind, ZERO) + amount[kind]
-                all_items[kind] = all_items.get(kind, 0) + items[kind]
-            values = measure_values(by_type, amount, items, n)
+            by_type = dict(zip(row[1], row[2], strict=True))
+            for kind, count in by_type.items():
+                all_types[kind] = all_types.get(kind, 0) + count
+            events += row[3]
+            orders += row[4]
+            revenue += row[5]
+            refunds += row[6]
+            items += row[7]
+            values = measure_values(row[3], by_type, row[4], row[5], row[6], row[7], n)
         values["bucket_start"] = iso(bucket.astimezone(UTC))
         series.append(values)
-    return series, measure_values(all_events, all_amount, all_items, total)
+    totals = measure_values(
+        events, dict(sorted(all_types.items())), orders, revenue, refunds, items, total
+    )
+    return series, totals
 
 
 async def metrics_for(

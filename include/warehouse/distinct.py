@@ -36,6 +36,11 @@ from pyroaring import BitMap
 # Block sizes in minutes, one per level; each divides the next, so blocks nest.
 LEVELS: tuple[int, ...] = (1, 15, 60, 120, 240, 480, 960, 1920, 3840, 7680, 15360)
 TOP = len(LEVELS) - 1
+# Hours that start 15, 30 or 45 minutes past a UTC hour (the hours of zones such as
+# Asia/Kolkata, Asia/Kathmandu, Australia/Adelaide): levels after the nested ones, so an hour
+# bucket in those zones is one block too.
+SHIFTED: dict[int, int] = {TOP + 1: 15, TOP + 2: 30, TOP + 3: 45}
+PHASE_LEVEL = {phase: level for level, phase in SHIFTED.items()}
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 EPOCH_MINUTE = int(EPOCH.timestamp()) // 60
 KINDS = ("session", "purchasing", "customer")
@@ -50,11 +55,19 @@ def minute_of(moment: datetime) -> int:
     return int(moment.timestamp()) // 60 - EPOCH_MINUTE
 
 
+def size_of(level: int) -> int:
+    """Minutes of a block of ``level``."""
+    return 60 if level in SHIFTED else LEVELS[level]
+
+
 def decompose(start: int, end: int) -> list[tuple[int, int]]:
     """The fewest aligned blocks ``(level, start_minute)`` that tile minutes ``start..end``.
 
-    Greedy from the left: the largest block that starts here and ends within the window. Any
-    window up to 400 days takes at most a few dozen blocks."""
+    An hour starting a quarter, half or three quarters past is its shifted-hour block;
+    otherwise greedy from the left: the largest nested block that starts here and ends within
+    the window. Any window up to 400 days takes at most a few dozen blocks."""
+    if end - start == 60 and start % 60 in PHASE_LEVEL:
+        return [(PHASE_LEVEL[start % 60], start)]
     out: list[tuple[int, int]] = []
     at = start
     while at < end:
@@ -69,7 +82,8 @@ def decompose(start: int, end: int) -> list[tuple[int, int]]:
 
 def covering(minute: int) -> list[tuple[int, int]]:
     """Every block ``(level, start_minute)`` that holds ``minute``, one per level."""
-    return [(level, minute - minute % size) for level, size in enumerate(LEVELS)]
+    nested = [(level, minute - minute % size) for level, size in enumerate(LEVELS)]
+    return nested + [(level, minute - (minute - phase) % 60) for level, phase in SHIFTED.items()]
 
 
 def roll_up(minutes: Mapping[tuple[str, int], BitMap]) -> dict[PieceKey, BitMap]:
@@ -358,10 +372,11 @@ def remaining_args(
 
 
 def top_windows(minutes: Iterable[int]) -> list[tuple[int, int]]:
-    """The top-level blocks ``(start, end)`` in minutes holding any of ``minutes``."""
+    """Windows ``(start, end)`` in minutes holding every block that holds any of ``minutes``:
+    their top-level blocks, an hour wider on each side for the shifted hours."""
     size = LEVELS[TOP]
     starts = sorted({m - m % size for m in minutes})
-    return [(s, s + size) for s in starts]
+    return [(s - 60, s + size + 60) for s in starts]
 
 
 def at_minute(minute: int) -> datetime:

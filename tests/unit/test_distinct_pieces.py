@@ -21,13 +21,14 @@ def test_decompose_tiles_every_window_exactly_with_aligned_blocks() -> None:
         blocks = d.decompose(start, end)
         at = start
         for level, block in blocks:
-            assert block == at and block % d.LEVELS[level] == 0
-            at += d.LEVELS[level]
+            assert block == at and (block - d.SHIFTED.get(level, 0)) % d.size_of(level) == 0
+            at += d.size_of(level)
         assert at == end
         assert len(blocks) <= 80
     # Hour buckets of a whole-hour zone are one block each; an off-grid hour is a few.
     assert d.decompose(60 * 24, 60 * 25) == [(2, 60 * 24)]
     assert len(d.decompose(60 * 24 + 7, 60 * 25 + 7)) == 8 + 3 + 7
+    assert d.decompose(60 * 24 + 45, 60 * 25 + 45) == [(d.TOP + 3, 60 * 24 + 45)]
 
 
 def test_minute_index_round_trips() -> None:

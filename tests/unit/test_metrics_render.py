@@ -19,14 +19,19 @@ def _answer(rng: random.Random) -> dict[str, object]:
     for b in buckets:
         if rng.random() < 0.3:
             continue
-        types = rng.sample(["page_view", "purchase", "refund", "add_to_cart"], rng.randrange(1, 4))
+        types = sorted(rng.sample(["page_view", "purchase", "refund", "add_to_cart"], 3))
+        events = [rng.randrange(1, 10_000) for _ in types]
+        orders = events[types.index("purchase")] if "purchase" in types else 0
         rows.append(
             (
                 b,
                 types,
-                [rng.randrange(1, 10_000) for _ in types],
-                [Decimal(rng.randrange(0, 10**7)) / 100 for _ in types],
-                [rng.randrange(0, 500) for _ in types],
+                events,
+                sum(events),
+                orders,
+                Decimal(rng.randrange(0, 10**7)) / 100,
+                Decimal(rng.choice([0, rng.randrange(0, 10**5)])) / 100,
+                rng.randrange(0, 500),
             )
         )
     counts = []
