@@ -302,3 +302,12 @@ def test_hour_sums_follow_the_streams_own_statement(platform: Settings) -> None:
         assert reverse == []
         conn.execute("DELETE FROM stream_event_keys WHERE app_id = %s", (app,))
         conn.commit()
+
+
+def test_emptying_events_empties_the_pieces(loaded: Settings) -> None:
+    with psycopg.connect(loaded.pg_dsn, autocommit=True) as conn:
+        _load(conn, _events(random.Random(4), ALPHA, 200, 5))
+        assert conn.execute("SELECT count(*) FROM distinct_pieces").fetchone() != (0,)
+        conn.execute("TRUNCATE events")
+        for table in ("distinct_pieces", "distinct_ids", "distinct_id_next"):
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table

@@ -103,3 +103,13 @@ CREATE TRIGGER notify_minute_truncate AFTER TRUNCATE ON stream_minute_metrics
     FOR EACH STATEMENT EXECUTE FUNCTION notify_all_data();
 CREATE TRIGGER notify_pieces_truncate AFTER TRUNCATE ON distinct_pieces
     FOR EACH STATEMENT EXECUTE FUNCTION notify_all_data();
+
+-- The pieces and ids derive from events: emptying events empties them (tests, a reset).
+CREATE FUNCTION distinct_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    TRUNCATE distinct_pieces, distinct_ids, distinct_id_next;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER distinct_truncate AFTER TRUNCATE ON events
+    FOR EACH STATEMENT EXECUTE FUNCTION distinct_truncate();
