@@ -70,6 +70,13 @@ FROM (
 GROUP BY b
 """
 _EDGES = "((minute >= $3 AND minute < $5) OR (minute >= $6 AND minute < $4))"
+# Hour buckets on the hour grid: the stored answer of each hour, plus the ragged ends.
+_HOURLY = """
+SELECT hour AS b, types, events, total, orders, revenue, refunds, items_sold
+FROM stream_hour_answers WHERE tenant_id = $1 AND hour >= $5 AND hour < $6
+UNION ALL
+SELECT * FROM ({edges}) ends
+"""
 FRESHNESS_SQL = """
 SELECT (SELECT max(minute) FROM stream_minute_metrics
         WHERE tenant_id = $1 AND minute >= $2 AND minute < $3) AS speed_newest,
@@ -81,8 +88,12 @@ SELECT (SELECT max(minute) FROM stream_minute_metrics
 """
 
 
-def additive_sql(grid: int = 0) -> str:
-    """The additive query reading the inner window from ``GRIDS[grid]``."""
+def additive_sql(grid: int = 0, *, hourly: bool = False) -> str:
+    """The additive query reading the inner window from ``GRIDS[grid]``; with ``hourly`` (hour
+    buckets on the hour grid) from the stored answer of each hour."""
+    if hourly:
+        edges = _ADDITIVE.format(table="stream_hour_metrics", column="hour", edges=_EDGES)
+        return _HOURLY.format(edges=edges.replace("$5 AND hour < $6", "$6 AND hour < $6"))
     table, column, _ = GRIDS[grid]
     return _ADDITIVE.format(table=table, column=column, edges=_EDGES)
 
@@ -211,8 +222,10 @@ async def metrics_for(
     grid = choose_grid(bounds)
     first, last = pieces.minute_of(start), pieces.minute_of(end)
     a, b = inner_window(first, last, GRIDS[grid][2])
+    hourly = grid == 0 and granularity is Granularity.HOUR
     additive = await conn.fetch(
-        additive_sql(grid), tenant_id, unit, start, end, pieces.at_minute(a), pieces.at_minute(b)
-    )
+        additive_sql(grid, hourly=hourly),
+        tenant_id, unit, start, end, pieces.at_minute(a), pieces.at_minute(b),
+    )  # fmt: skip
     counts, total = await distinct_series(conn, tenant_id, buckets, start, end)
     return assemble(buckets, additive, counts, total)

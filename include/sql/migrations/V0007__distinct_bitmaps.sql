@@ -107,7 +107,10 @@ CREATE TRIGGER notify_pieces_truncate AFTER TRUNCATE ON distinct_pieces
 -- The pieces and ids derive from events: emptying events empties them (tests, a reset).
 CREATE FUNCTION distinct_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    TRUNCATE distinct_pieces, distinct_ids, distinct_id_next;
+    -- DELETE, not TRUNCATE: the same TRUNCATE statement may list these tables too.
+    DELETE FROM distinct_pieces;
+    DELETE FROM distinct_ids;
+    DELETE FROM distinct_id_next;
     RETURN NULL;
 END
 $$;

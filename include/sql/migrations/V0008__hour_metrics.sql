@@ -12,6 +12,47 @@ CREATE TABLE stream_hour_metrics (
     PRIMARY KEY (tenant_id, hour, event_type)
 );
 
+-- The additive answer of each UTC hour, one row (event types in order, their counts, and the
+-- measures /metrics shows), rewritten from stream_hour_metrics for the hours a statement
+-- changed: an hourly series reads one row per bucket and aggregates nothing.
+CREATE TABLE stream_hour_answers (
+    tenant_id  text NOT NULL,
+    hour       timestamptz NOT NULL,
+    types      text[] NOT NULL,
+    events     bigint[] NOT NULL,
+    total      bigint NOT NULL,
+    orders     bigint NOT NULL,
+    revenue    numeric(20, 2) NOT NULL,
+    refunds    numeric(20, 2) NOT NULL,
+    items_sold bigint NOT NULL,
+    PRIMARY KEY (tenant_id, hour)
+);
+
+CREATE FUNCTION hour_answers_refresh() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM stream_hour_answers a USING (SELECT DISTINCT tenant_id, hour FROM changed) c
+    WHERE a.tenant_id = c.tenant_id AND a.hour = c.hour;
+    INSERT INTO stream_hour_answers
+    SELECT h.tenant_id, h.hour, array_agg(h.event_type ORDER BY h.event_type),
+           array_agg(h.events ORDER BY h.event_type), sum(h.events),
+           coalesce(sum(h.events) FILTER (WHERE h.event_type = 'purchase'), 0),
+           coalesce(sum(h.amount) FILTER (WHERE h.event_type = 'purchase'), 0),
+           coalesce(sum(h.amount) FILTER (WHERE h.event_type = 'refund'), 0),
+           coalesce(sum(h.items) FILTER (WHERE h.event_type = 'purchase'), 0)
+    FROM stream_hour_metrics h JOIN (SELECT DISTINCT tenant_id, hour FROM changed) c
+      ON h.tenant_id = c.tenant_id AND h.hour = c.hour
+    WHERE h.events <> 0
+    GROUP BY 1, 2;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER hour_answers_insert AFTER INSERT ON stream_hour_metrics
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION hour_answers_refresh();
+CREATE TRIGGER hour_answers_update AFTER UPDATE ON stream_hour_metrics
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION hour_answers_refresh();
+CREATE TRIGGER hour_answers_delete AFTER DELETE ON stream_hour_metrics
+    REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION hour_answers_refresh();
+
 CREATE FUNCTION hour_metrics_add() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
@@ -56,7 +97,9 @@ CREATE TRIGGER hour_metrics_delete AFTER DELETE ON stream_slot_metrics
 -- A TRUNCATE of the slots (tests, a reset) empties the hours too.
 CREATE FUNCTION hour_metrics_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    TRUNCATE stream_hour_metrics;
+    -- DELETE, not TRUNCATE: the same TRUNCATE statement may list these tables too.
+    DELETE FROM stream_hour_metrics;
+    DELETE FROM stream_hour_answers;
     RETURN NULL;
 END
 $$;
@@ -68,7 +111,11 @@ SELECT tenant_id, date_bin('1 hour', slot, timestamptz '2000-01-01 00:00:00+00')
        sum(events), sum(amount), sum(items)
 FROM stream_slot_metrics GROUP BY 1, 2, 3;
 
-GRANT SELECT ON stream_hour_metrics TO lakehouse_api;
+GRANT SELECT ON stream_hour_metrics, stream_hour_answers TO lakehouse_api;
+ALTER TABLE stream_hour_answers ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON stream_hour_answers TO lakehouse_api
+    USING (tenant_id = current_setting('lakehouse.tenant_id', true))
+    WITH CHECK (tenant_id = current_setting('lakehouse.tenant_id', true));
 ALTER TABLE stream_hour_metrics ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON stream_hour_metrics TO lakehouse_api
     USING (tenant_id = current_setting('lakehouse.tenant_id', true))
