@@ -41,6 +41,12 @@ TOP = len(LEVELS) - 1
 # bucket in those zones is one block too.
 SHIFTED: dict[int, int] = {TOP + 1: 15, TOP + 2: 30, TOP + 3: 45}
 PHASE_LEVEL = {phase: level for level, phase in SHIFTED.items()}
+# Days starting at each whole UTC hour (local days of whole-hour zones outside DST changes):
+# a day bucket in those zones is one block.
+DAY = 1440
+SHIFTED_DAYS: dict[int, int] = {TOP + 4 + hour: hour * 60 for hour in range(24)}
+DAY_PHASE_LEVEL = {phase: level for level, phase in SHIFTED_DAYS.items()}
+MAX_LEVEL = TOP + 4 + 23
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 EPOCH_MINUTE = int(EPOCH.timestamp()) // 60
 KINDS = ("session", "purchasing", "customer")
@@ -57,7 +63,14 @@ def minute_of(moment: datetime) -> int:
 
 def size_of(level: int) -> int:
     """Minutes of a block of ``level``."""
-    return 60 if level in SHIFTED else LEVELS[level]
+    if level in SHIFTED:
+        return 60
+    return DAY if level in SHIFTED_DAYS else LEVELS[level]
+
+
+def phase_of(level: int) -> int:
+    """Minutes past the nested grid at which blocks of ``level`` start."""
+    return SHIFTED.get(level, SHIFTED_DAYS.get(level, 0))
 
 
 def decompose(start: int, end: int) -> list[tuple[int, int]]:
@@ -68,6 +81,8 @@ def decompose(start: int, end: int) -> list[tuple[int, int]]:
     the window. Any window up to 400 days takes at most a few dozen blocks."""
     if end - start == 60 and start % 60 in PHASE_LEVEL:
         return [(PHASE_LEVEL[start % 60], start)]
+    if end - start == DAY and start % DAY in DAY_PHASE_LEVEL:
+        return [(DAY_PHASE_LEVEL[start % DAY], start)]
     out: list[tuple[int, int]] = []
     at = start
     while at < end:
@@ -83,7 +98,9 @@ def decompose(start: int, end: int) -> list[tuple[int, int]]:
 def covering(minute: int) -> list[tuple[int, int]]:
     """Every block ``(level, start_minute)`` that holds ``minute``, one per level."""
     nested = [(level, minute - minute % size) for level, size in enumerate(LEVELS)]
-    return nested + [(level, minute - (minute - phase) % 60) for level, phase in SHIFTED.items()]
+    hours = [(level, minute - (minute - phase) % 60) for level, phase in SHIFTED.items()]
+    days = [(level, minute - (minute - phase) % DAY) for level, phase in SHIFTED_DAYS.items()]
+    return nested + hours + days
 
 
 def roll_up(minutes: Mapping[tuple[str, int], BitMap]) -> dict[PieceKey, BitMap]:
@@ -373,10 +390,10 @@ def remaining_args(
 
 def top_windows(minutes: Iterable[int]) -> list[tuple[int, int]]:
     """Windows ``(start, end)`` in minutes holding every block that holds any of ``minutes``:
-    their top-level blocks, an hour wider on each side for the shifted hours."""
+    their top-level blocks, a day wider on each side for the shifted hours and days."""
     size = LEVELS[TOP]
     starts = sorted({m - m % size for m in minutes})
-    return [(s - 60, s + size + 60) for s in starts]
+    return [(s - DAY, s + size + DAY) for s in starts]
 
 
 def at_minute(minute: int) -> datetime:

@@ -779,6 +779,8 @@ class _Client:
         return tenant, "/events", filters
 
     async def run(self, fetch: Fetch, deadline: float) -> None:
+        if self.spec.interval_s:  # dashboards are not synchronized: each its own phase
+            await asyncio.sleep(self.rng.uniform(0, self.spec.interval_s))
         while time.perf_counter() < deadline:
             tenant, path, params = self.request()
             started = time.perf_counter()
@@ -930,8 +932,8 @@ async def explain_metrics(
     queries = [
         ("buckets (generate_series)", BUCKETS_SQL, (unit, start, end)),
         (
-            "additive measures (stream_hour_metrics)",
-            additive_sql(0),
+            "additive measures (stream_hour_answers)",
+            additive_sql(0, hourly=True),
             (tenant, unit, start, end, start, end),
         ),
         (
@@ -977,7 +979,9 @@ async def python_cost(
         async with conn.transaction():
             await conn.execute("SELECT set_config('lakehouse.tenant_id', $1, true)", tenant)
             buckets = [r["b"] for r in await conn.fetch(BUCKETS_SQL, unit, start, end)]
-            additive = await conn.fetch(additive_sql(0), tenant, unit, start, end, start, end)
+            additive = await conn.fetch(
+                additive_sql(0, hourly=True), tenant, unit, start, end, start, end
+            )
             counts, total = await api_distinct.distinct_series(conn, tenant, buckets, start, end)
     finally:
         await conn.close()

@@ -21,7 +21,7 @@ def test_decompose_tiles_every_window_exactly_with_aligned_blocks() -> None:
         blocks = d.decompose(start, end)
         at = start
         for level, block in blocks:
-            assert block == at and (block - d.SHIFTED.get(level, 0)) % d.size_of(level) == 0
+            assert block == at and (block - d.phase_of(level)) % d.size_of(level) == 0
             at += d.size_of(level)
         assert at == end
         assert len(blocks) <= 80
@@ -29,6 +29,8 @@ def test_decompose_tiles_every_window_exactly_with_aligned_blocks() -> None:
     assert d.decompose(60 * 24, 60 * 25) == [(2, 60 * 24)]
     assert len(d.decompose(60 * 24 + 7, 60 * 25 + 7)) == 8 + 3 + 7
     assert d.decompose(60 * 24 + 45, 60 * 25 + 45) == [(d.TOP + 3, 60 * 24 + 45)]
+    assert d.decompose(1440 * 9 + 300, 1440 * 10 + 300) == [(d.TOP + 4 + 5, 1440 * 9 + 300)]
+    assert len(d.covering(12_345)) == d.MAX_LEVEL + 1
 
 
 def test_minute_index_round_trips() -> None:

@@ -6,7 +6,8 @@
 -- ids active in aligned blocks of minutes: level 0 = 1 minute, 1 = 15 minutes, 2 = 1 hour,
 -- 3.. = 2, 4, 8 ... 256 hours, each block starting at a whole multiple of its size counted
 -- from 2000-01-01 00:00 UTC (start_minute is minutes since then); 11, 12, 13 = hours starting
--- 15, 30, 45 minutes past a UTC hour (quarter- and half-hour zones). A minute-aligned range is the
+-- 15, 30, 45 minutes past a UTC hour (quarter- and half-hour zones); 14..37 = days starting at
+-- UTC hour 0..23 (the local days of whole-hour zones). A minute-aligned range is the
 -- union of a few dozen blocks; cardinality is the block's own distinct count, so a bucket that
 -- is exactly one block needs no bitmap at all. The load writes them in its transaction, the
 -- erasure corrects them in its own; maintenance can rebuild every piece from events.
@@ -27,7 +28,7 @@ CREATE TABLE distinct_id_next (
 
 CREATE TABLE distinct_pieces (
     tenant_id    text NOT NULL,
-    level        smallint NOT NULL CHECK (level BETWEEN 0 AND 13),
+    level        smallint NOT NULL CHECK (level BETWEEN 0 AND 37),
     start_minute integer NOT NULL,
     kind         text NOT NULL CHECK (kind IN ('session', 'purchasing', 'customer')),
     cardinality  integer NOT NULL,
