@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -129,6 +129,15 @@ def _money(value: Decimal) -> str:
 
 
 _EMPTY: dict[str, int] = {}
+_EMPTY_BUCKET: dict[str, Any] = {
+    "events": 0,
+    "events_by_type": _EMPTY,
+    "orders": 0,
+    "revenue": "0.00",
+    "refunds": "0.00",
+    "items_sold": 0,
+    "average_order_value": None,
+}
 
 
 def measure_values(
@@ -179,8 +188,8 @@ def assemble(
     """Series (one point per bucket, empty buckets included) and totals, JSON-ready.
 
     ``additive_rows`` are rows of :func:`additive_sql` (``b``, ``types``, ``events``,
-    ``total``, ``orders``, ``revenue``, ``refunds``, ``items_sold``); ``counts`` the distinct
-    counts of each bucket, in order."""
+    ``total``, ``orders``, ``revenue``, ``refunds``, ``items_sold``; money as numeric(20, 2));
+    ``counts`` the distinct counts of each bucket, in order; bucket starts in UTC."""
     per_bucket: dict[datetime, Any] = {row[0]: row for row in additive_rows}
     all_types: dict[str, int] = {}
     events = orders = items = 0
@@ -188,19 +197,38 @@ def assemble(
     series = []
     for bucket, n in zip(buckets, counts, strict=True):
         row = per_bucket.get(bucket)
+        sessions, purchasing, customers = n
         if row is None:
-            values = measure_values(0, _EMPTY, 0, ZERO, ZERO, 0, n)
+            values = {**_EMPTY_BUCKET, "sessions": sessions, "purchasing_sessions": purchasing,
+                      "conversion_rate": purchasing / sessions if sessions else None,
+                      "unique_customers": customers}  # fmt: skip
         else:
-            by_type = dict(zip(row[1], row[2], strict=True))
+            _, types, counted, bucket_events, bucket_orders, money_in, money_out, sold = row
+            by_type = dict(zip(types, counted, strict=True))
             for kind, count in by_type.items():
                 all_types[kind] = all_types.get(kind, 0) + count
-            events += row[3]
-            orders += row[4]
-            revenue += row[5]
-            refunds += row[6]
-            items += row[7]
-            values = measure_values(row[3], by_type, row[4], row[5], row[6], row[7], n)
-        values["bucket_start"] = iso(bucket.astimezone(UTC))
+            events += bucket_events
+            orders += bucket_orders
+            revenue += money_in
+            refunds += money_out
+            items += sold
+            # Inlined measure_values: money from numeric(20, 2) is already 2-decimal text.
+            values = {
+                "events": bucket_events,
+                "events_by_type": by_type,
+                "orders": bucket_orders,
+                "revenue": str(money_in),
+                "refunds": str(money_out),
+                "items_sold": sold,
+                "average_order_value": (
+                    str((money_in / bucket_orders).quantize(CENT)) if bucket_orders else None
+                ),
+                "sessions": sessions,
+                "purchasing_sessions": purchasing,
+                "conversion_rate": purchasing / sessions if sessions else None,
+                "unique_customers": customers,
+            }
+        values["bucket_start"] = iso(bucket)
         series.append(values)
     totals = measure_values(
         events, dict(sorted(all_types.items())), orders, revenue, refunds, items, total

@@ -29,8 +29,8 @@ def _answer(rng: random.Random) -> dict[str, object]:
                 events,
                 sum(events),
                 orders,
-                Decimal(rng.randrange(0, 10**7)) / 100,
-                Decimal(rng.choice([0, rng.randrange(0, 10**5)])) / 100,
+                Decimal(rng.randrange(0, 10**7)).scaleb(-2),  # numeric(20, 2)
+                Decimal(rng.choice([0, rng.randrange(0, 10**5)])).scaleb(-2),
                 rng.randrange(0, 500),
             )
         )
