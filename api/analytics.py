@@ -73,7 +73,8 @@ _EDGES = "((minute >= $3 AND minute < $5) OR (minute >= $6 AND minute < $4))"
 # Hour buckets on the hour grid: the stored answer of each hour, plus the ragged ends.
 _HOURLY = """
 SELECT hour AS b, types, events, total, orders, revenue, refunds, items_sold
-FROM stream_hour_answers WHERE tenant_id = $1 AND hour >= $5 AND hour < $6
+FROM stream_hour_answers
+WHERE tenant_id = $1 AND hour >= $5 AND hour < $6 AND date_bin('1 hour', hour, $5) = hour
 UNION ALL
 SELECT * FROM ({edges}) ends
 """
@@ -250,7 +251,10 @@ async def metrics_for(
     grid = choose_grid(bounds)
     first, last = pieces.minute_of(start), pieces.minute_of(end)
     a, b = inner_window(first, last, GRIDS[grid][2])
-    hourly = grid == 0 and granularity is Granularity.HOUR
+    full = [(x, y) for x, y in bounds if y - x == 60]
+    hourly = granularity is Granularity.HOUR and GRIDS[grid][2] >= 15 and bool(full)
+    if hourly:  # whole hour buckets from stored answers, partial ones from minutes
+        a, b = full[0][0], full[-1][1]
     additive = await conn.fetch(
         additive_sql(grid, hourly=hourly),
         tenant_id, unit, start, end, pieces.at_minute(a), pieces.at_minute(b),

@@ -12,9 +12,10 @@ CREATE TABLE stream_hour_metrics (
     PRIMARY KEY (tenant_id, hour, event_type)
 );
 
--- The additive answer of each UTC hour, one row (event types in order, their counts, and the
--- measures /metrics shows), rewritten from stream_hour_metrics for the hours a statement
--- changed: an hourly series reads one row per bucket and aggregates nothing.
+-- The additive answer of every hour that starts on a quarter hour (UTC hours, and the hours of
+-- half- and quarter-hour zones), one row: event types in order, their counts, and the measures
+-- /metrics shows. Rewritten from stream_slot_metrics, by triggers on it, for the four hours
+-- holding each slot a statement changed: an hourly series reads one row per bucket.
 CREATE TABLE stream_hour_answers (
     tenant_id  text NOT NULL,
     hour       timestamptz NOT NULL,
@@ -28,29 +29,60 @@ CREATE TABLE stream_hour_answers (
     PRIMARY KEY (tenant_id, hour)
 );
 
+-- What stream_hour_answers must hold, derived from the slots (the definition; the trigger
+-- below is its incremental upkeep).
+CREATE VIEW stream_hour_answers_derived WITH (security_invoker = true) AS
+SELECT s.tenant_id, h.hour, array_agg(s.event_type ORDER BY s.event_type) AS types,
+       array_agg(s.events ORDER BY s.event_type) AS events, sum(s.events)::bigint AS total,
+       coalesce(sum(s.events) FILTER (WHERE s.event_type = 'purchase'), 0)::bigint AS orders,
+       coalesce(sum(s.amount) FILTER (WHERE s.event_type = 'purchase'), 0) AS revenue,
+       coalesce(sum(s.amount) FILTER (WHERE s.event_type = 'refund'), 0) AS refunds,
+       coalesce(sum(s.items) FILTER (WHERE s.event_type = 'purchase'), 0)::bigint AS items_sold
+FROM (SELECT DISTINCT tenant_id, slot - k * interval '15 minutes' AS hour
+      FROM stream_slot_metrics CROSS JOIN generate_series(0, 3) AS k) h
+CROSS JOIN LATERAL (
+    SELECT m.tenant_id, m.event_type, sum(m.events)::bigint AS events, sum(m.amount) AS amount,
+           sum(m.items)::bigint AS items
+    FROM stream_slot_metrics m
+    WHERE m.tenant_id = h.tenant_id AND m.slot >= h.hour AND m.slot < h.hour + interval '1 hour'
+    GROUP BY m.tenant_id, m.event_type
+    HAVING sum(m.events) <> 0
+) s
+GROUP BY s.tenant_id, h.hour;
+
 CREATE FUNCTION hour_answers_refresh() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    DELETE FROM stream_hour_answers a USING (SELECT DISTINCT tenant_id, hour FROM changed) c
-    WHERE a.tenant_id = c.tenant_id AND a.hour = c.hour;
+    DELETE FROM stream_hour_answers a
+    USING (SELECT DISTINCT c.tenant_id, c.slot - k * interval '15 minutes' AS hour
+           FROM changed c CROSS JOIN generate_series(0, 3) AS k) t
+    WHERE a.tenant_id = t.tenant_id AND a.hour = t.hour;
     INSERT INTO stream_hour_answers
-    SELECT h.tenant_id, h.hour, array_agg(h.event_type ORDER BY h.event_type),
-           array_agg(h.events ORDER BY h.event_type), sum(h.events),
-           coalesce(sum(h.events) FILTER (WHERE h.event_type = 'purchase'), 0),
-           coalesce(sum(h.amount) FILTER (WHERE h.event_type = 'purchase'), 0),
-           coalesce(sum(h.amount) FILTER (WHERE h.event_type = 'refund'), 0),
-           coalesce(sum(h.items) FILTER (WHERE h.event_type = 'purchase'), 0)
-    FROM stream_hour_metrics h JOIN (SELECT DISTINCT tenant_id, hour FROM changed) c
-      ON h.tenant_id = c.tenant_id AND h.hour = c.hour
-    WHERE h.events <> 0
-    GROUP BY 1, 2;
+    SELECT t.tenant_id, t.hour, array_agg(s.event_type ORDER BY s.event_type),
+           array_agg(s.events ORDER BY s.event_type), sum(s.events),
+           coalesce(sum(s.events) FILTER (WHERE s.event_type = 'purchase'), 0),
+           coalesce(sum(s.amount) FILTER (WHERE s.event_type = 'purchase'), 0),
+           coalesce(sum(s.amount) FILTER (WHERE s.event_type = 'refund'), 0),
+           coalesce(sum(s.items) FILTER (WHERE s.event_type = 'purchase'), 0)
+    FROM (SELECT DISTINCT c.tenant_id, c.slot - k * interval '15 minutes' AS hour
+          FROM changed c CROSS JOIN generate_series(0, 3) AS k) t
+    CROSS JOIN LATERAL (
+        SELECT m.event_type, sum(m.events)::bigint AS events, sum(m.amount) AS amount,
+               sum(m.items)::bigint AS items
+        FROM stream_slot_metrics m
+        WHERE m.tenant_id = t.tenant_id AND m.slot >= t.hour
+          AND m.slot < t.hour + interval '1 hour'
+        GROUP BY m.event_type
+        HAVING sum(m.events) <> 0
+    ) s
+    GROUP BY t.tenant_id, t.hour;
     RETURN NULL;
 END
 $$;
-CREATE TRIGGER hour_answers_insert AFTER INSERT ON stream_hour_metrics
+CREATE TRIGGER hour_answers_insert AFTER INSERT ON stream_slot_metrics
     REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION hour_answers_refresh();
-CREATE TRIGGER hour_answers_update AFTER UPDATE ON stream_hour_metrics
+CREATE TRIGGER hour_answers_update AFTER UPDATE ON stream_slot_metrics
     REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION hour_answers_refresh();
-CREATE TRIGGER hour_answers_delete AFTER DELETE ON stream_hour_metrics
+CREATE TRIGGER hour_answers_delete AFTER DELETE ON stream_slot_metrics
     REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION hour_answers_refresh();
 
 CREATE FUNCTION hour_metrics_add() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -111,7 +143,10 @@ SELECT tenant_id, date_bin('1 hour', slot, timestamptz '2000-01-01 00:00:00+00')
        sum(events), sum(amount), sum(items)
 FROM stream_slot_metrics GROUP BY 1, 2, 3;
 
-GRANT SELECT ON stream_hour_metrics, stream_hour_answers TO lakehouse_api;
+INSERT INTO stream_hour_answers SELECT * FROM stream_hour_answers_derived;
+
+GRANT SELECT ON stream_hour_metrics, stream_hour_answers, stream_hour_answers_derived
+    TO lakehouse_api;
 ALTER TABLE stream_hour_answers ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON stream_hour_answers TO lakehouse_api
     USING (tenant_id = current_setting('lakehouse.tenant_id', true))
