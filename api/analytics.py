@@ -1,65 +1,82 @@
-"""Queries behind ``/metrics``: additive measures from the speed layer, exact distinct counts
-from the loaded events (or their 15-minute ``session_slots`` rollup), assembled per bucket.
+"""Queries behind ``/metrics``: additive measures from the speed layer's precomputed sums, exact
+distinct counts from the roaring-bitmap pieces (``api.distinct``), assembled per bucket into
+JSON-ready values.
 
 Every query runs inside :meth:`api.db.Database.tenant`, whose transaction has the tenant's
 row-level security context and the request's time zone (so ``date_trunc`` and
 ``generate_series`` cut buckets at local midnight, DST included). Queries still filter by
 tenant themselves: the policy is the second line, not the only one.
+
+The additive sums come from the coarsest table whose grid holds every bucket boundary inside
+the range: ``stream_hour_metrics`` (UTC hours) for hour and day buckets of whole-hour zones,
+``stream_slot_metrics`` (15 minutes) for half- and quarter-hour zones, ``stream_minute_metrics``
+for minute buckets; the range's ragged ends (a start or end off that grid) come from minutes.
+PostgreSQL returns one row per bucket (per-type arrays), so Python touches each bucket once.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from api.db import Conn
+from api.distinct import Counts, bucket_bounds, distinct_series
 from api.models import Granularity
+from include.warehouse import distinct as pieces
 
 CENT = Decimal("0.01")
 PURCHASE, REFUND = "purchase", "refund"
+ZERO = Decimal(0)
 
 BUCKETS_SQL = """
 SELECT b FROM generate_series(
     date_trunc($1, $2::timestamptz), $3::timestamptz - interval '1 microsecond',
     ('1 ' || $1)::interval) AS b
 """
+# Grids of the speed layer's tables: (table, time column, minutes).
+GRIDS = (
+    ("stream_hour_metrics", "hour", 60),
+    ("stream_slot_metrics", "slot", 15),
+    ("stream_minute_metrics", "minute", 1),
+)
+# Per bucket: the event types and their counts, amounts and items. The inner window
+# ($5..$6) from the grid's table, the ragged ends ($3..$5, $6..$4) from minutes.
 _ADDITIVE = """
-SELECT date_trunc($2, {column}) AS b, event_type, sum(events)::bigint AS events,
-       sum(amount) AS amount, sum(items)::bigint AS items
-FROM {table}
-WHERE tenant_id = $1 AND {column} >= $3 AND {column} < $4
-GROUP BY 1, 2
-"""
-# Per bucket, keys whose first active slot in the bucket is this one (``prev_slot`` before the
-# bucket, or before the range in a partial first bucket), and keys whose first active slot in
-# the whole range is this one: their sums are the bucket's and the range's distinct counts.
-_DISTINCT_FROM_SLOTS = """
-SELECT b,
-       sum(n) FILTER (WHERE kind = 'session' AND prev_slot < greatest(b, $3)) AS sessions,
-       sum(n) FILTER (WHERE kind = 'purchasing' AND prev_slot < greatest(b, $3)) AS purchasing,
-       sum(n) FILTER (WHERE kind = 'customer' AND prev_slot < greatest(b, $3)) AS customers,
-       sum(n) FILTER (WHERE kind = 'session' AND prev_slot < $3) AS range_sessions,
-       sum(n) FILTER (WHERE kind = 'purchasing' AND prev_slot < $3) AS range_purchasing,
-       sum(n) FILTER (WHERE kind = 'customer' AND prev_slot < $3) AS range_customers
+SELECT b, array_agg(event_type ORDER BY event_type) AS types,
+       array_agg(events ORDER BY event_type) AS events,
+       sum(events)::bigint AS total,
+       coalesce(sum(events) FILTER (WHERE event_type = 'purchase'), 0)::bigint AS orders,
+       coalesce(sum(amount) FILTER (WHERE event_type = 'purchase'), 0)::numeric(20, 2)
+           AS revenue,
+       coalesce(sum(amount) FILTER (WHERE event_type = 'refund'), 0)::numeric(20, 2) AS refunds,
+       coalesce(sum(items) FILTER (WHERE event_type = 'purchase'), 0)::bigint AS items_sold
 FROM (
-    SELECT date_trunc($2, slot) AS b, kind, prev_slot, n
-    FROM activity_counts
-    WHERE tenant_id = $1 AND slot >= $3 AND slot < $4
-) counted
+    SELECT date_trunc($2, t) AS b, event_type, sum(events)::bigint AS events,
+           sum(amount) AS amount, sum(items)::bigint AS items
+    FROM (
+        SELECT {column} AS t, event_type, events, amount, items FROM {table}
+        WHERE tenant_id = $1 AND {column} >= $5 AND {column} < $6
+        UNION ALL
+        SELECT minute, event_type, events, amount, items FROM stream_minute_metrics
+        WHERE tenant_id = $1 AND {edges}
+    ) rows
+    GROUP BY 1, 2
+) per_type
 GROUP BY b
 """
-_DISTINCT_FROM_EVENTS = """
-SELECT {bucket}
-       count(DISTINCT session_id) AS sessions,
-       count(DISTINCT session_id) FILTER (WHERE event_type = 'purchase') AS purchasing,
-       count(DISTINCT customer_customer_id) AS customers
-FROM events
-WHERE tenant_id = $1 AND event_time >= $3 AND event_time < $4 AND $2::text IS NOT NULL
-{group}
+_EDGES = "((minute >= $3 AND minute < $5) OR (minute >= $6 AND minute < $4))"
+# Hour buckets on the hour grid: the stored answer of each hour, plus the ragged ends.
+_HOURLY = """
+SELECT hour AS b, types, events, total, orders, revenue, refunds, items_sold
+FROM stream_hour_answers
+WHERE tenant_id = $1 AND hour >= $5 AND hour < $6 AND date_bin('1 hour', hour, $5) = hour
+UNION ALL
+SELECT * FROM ({edges}) ends
 """
 FRESHNESS_SQL = """
 SELECT (SELECT max(minute) FROM stream_minute_metrics
@@ -67,36 +84,36 @@ SELECT (SELECT max(minute) FROM stream_minute_metrics
        (SELECT max(event_time) FROM events
         WHERE tenant_id = $1 AND event_time >= $2 AND event_time < $3) AS batch_newest,
        (SELECT max(updated_at) FROM stream_heartbeat) AS speed_updated,
-       (SELECT updated_at FROM load_watermarks WHERE target = 'events') AS batch_updated
+       (SELECT updated_at FROM load_watermarks WHERE target = 'events') AS batch_updated,
+       (SELECT currency FROM tenants WHERE tenant_id = $1) AS currency
 """
 
 
-def additive_sql(*, from_slots: bool) -> str:
-    """The speed layer's sums per bucket and event type, from 15-minute slots or minutes."""
-    if from_slots:
-        return _ADDITIVE.format(table="stream_slot_metrics", column="slot")
-    return _ADDITIVE.format(table="stream_minute_metrics", column="minute")
+def additive_sql(grid: int = 0, *, hourly: bool = False) -> str:
+    """The additive query reading the inner window from ``GRIDS[grid]``; with ``hourly`` (hour
+    buckets on the hour grid) from the stored answer of each hour."""
+    if hourly:
+        edges = _ADDITIVE.format(table="stream_hour_metrics", column="hour", edges=_EDGES)
+        return _HOURLY.format(edges=edges.replace("$5 AND hour < $6", "$6 AND hour < $6"))
+    table, column, _ = GRIDS[grid]
+    return _ADDITIVE.format(table=table, column=column, edges=_EDGES)
 
 
-def events_distinct_sql(*, per_bucket: bool) -> str:
-    """Distinct counts from the loaded events: per bucket (``b`` first) or over the range."""
-    if per_bucket:
-        return _DISTINCT_FROM_EVENTS.format(
-            bucket="date_trunc($2, event_time) AS b,", group="GROUP BY 1"
-        )
-    return _DISTINCT_FROM_EVENTS.format(bucket="", group="")
+def choose_grid(bounds: Sequence[tuple[int, int]]) -> int:
+    """Index in :data:`GRIDS` of the coarsest grid holding every bucket boundary inside the
+    range (minute indexes)."""
+    inner = [a for a, _ in bounds[1:]]
+    for index, (_, _, size) in enumerate(GRIDS):
+        if all(m % size == 0 for m in inner):
+            return index
+    return len(GRIDS) - 1
 
 
-SLOTS_DISTINCT_SQL = _DISTINCT_FROM_SLOTS
-
-
-@dataclass
-class _Sums:
-    """Per event type: events, amount and items of one bucket or of the range."""
-
-    events: dict[str, int] = field(default_factory=dict)
-    amount: dict[str, Decimal] = field(default_factory=dict)
-    items: dict[str, int] = field(default_factory=dict)
+def inner_window(start: int, end: int, size: int) -> tuple[int, int]:
+    """The part of minutes ``start..end`` on a grid of ``size`` minutes (empty: equal ends)."""
+    a = -(-start // size) * size
+    b = end // size * size
+    return (a, b) if a < b else (start, start)
 
 
 @dataclass(frozen=True)
@@ -108,92 +125,116 @@ class Distinct:
     customers: int = 0
 
 
-ZERO = Decimal(0)
+def _money(value: Decimal) -> str:
+    return str(value if value.as_tuple().exponent == -2 else value.quantize(CENT))
 
 
-def measure_values(sums: _Sums, distinct: Distinct) -> dict[str, Any]:
-    """The measures of one bucket (or the range) from its sums and distinct counts."""
-    orders = sums.events.get(PURCHASE, 0)
-    revenue = sums.amount.get(PURCHASE, ZERO).quantize(CENT)
+_EMPTY: dict[str, int] = {}
+_EMPTY_BUCKET: dict[str, Any] = {
+    "events": 0,
+    "events_by_type": _EMPTY,
+    "orders": 0,
+    "revenue": "0.00",
+    "refunds": "0.00",
+    "items_sold": 0,
+    "average_order_value": None,
+}
+
+
+def measure_values(
+    total: int,
+    by_type: dict[str, int],
+    orders: int,
+    revenue: Decimal,
+    refunds: Decimal,
+    items_sold: int,
+    n: Counts,
+) -> dict[str, Any]:
+    """The JSON-ready measures of one bucket (or the range) from its sums (``by_type`` sorted
+    by type) and distinct counts (money as 2-decimal strings, as ``MetricValues`` serializes
+    it)."""
+    sessions, purchasing, customers = n
     return {
-        "events": sum(sums.events.values()),
-        "events_by_type": dict(sorted(sums.events.items())),
+        "events": total,
+        "events_by_type": by_type,
         "orders": orders,
-        "revenue": revenue,
-        "refunds": sums.amount.get(REFUND, ZERO).quantize(CENT),
-        "items_sold": sums.items.get(PURCHASE, 0),
-        "average_order_value": (revenue / orders).quantize(CENT) if orders else None,
-        "sessions": distinct.sessions,
-        "purchasing_sessions": distinct.purchasing,
-        "conversion_rate": distinct.purchasing / distinct.sessions if distinct.sessions else None,
-        "unique_customers": distinct.customers,
+        "revenue": _money(revenue),
+        "refunds": _money(refunds),
+        "items_sold": items_sold,
+        "average_order_value": str((revenue / orders).quantize(CENT)) if orders else None,
+        "sessions": sessions,
+        "purchasing_sessions": purchasing,
+        "conversion_rate": purchasing / sessions if sessions else None,
+        "unique_customers": customers,
     }
+
+
+def render(answer: dict[str, Any]) -> bytes:
+    """JSON bytes of a ``/metrics`` answer made of JSON-ready values."""
+    return orjson.dumps(answer)
+
+
+def iso(moment: datetime) -> str:
+    """A datetime as pydantic serializes it (``Z`` for UTC)."""
+    text = moment.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def assemble(
-    buckets: Iterable[datetime],
-    additive_rows: Iterable[Mapping[str, Any]],
-    distinct_rows: Iterable[Mapping[str, Any]],
-    total_distinct: Distinct,
+    buckets: Sequence[datetime],
+    additive_rows: Iterable[Any],
+    counts: Sequence[Counts],
+    total: Counts,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Series (one point per bucket, empty buckets included) and totals, as plain values for
-    :class:`api.models.MetricsResponse` to validate in one pass (720 points for 30 days hourly:
-    building a model per point would cost more than the rest of the request's Python)."""
-    per_bucket: dict[datetime, _Sums] = defaultdict(_Sums)
-    overall = _Sums()
-    for row in additive_rows:
-        kind, events, amount, items = (
-            row["event_type"], int(row["events"]), row["amount"], int(row["items"])
-        )  # fmt: skip
-        amount = amount if isinstance(amount, Decimal) else Decimal(str(amount))
-        sums = per_bucket[row["b"]]
-        sums.events[kind] = sums.events.get(kind, 0) + events
-        sums.amount[kind] = sums.amount.get(kind, ZERO) + amount
-        sums.items[kind] = sums.items.get(kind, 0) + items
-        overall.events[kind] = overall.events.get(kind, 0) + events
-        overall.amount[kind] = overall.amount.get(kind, ZERO) + amount
-        overall.items[kind] = overall.items.get(kind, 0) + items
-    distinct = {
-        row["b"]: Distinct(int(row["sessions"]), int(row["purchasing"]), int(row["customers"]))
-        for row in distinct_rows
-    }
-    empty, none = _Sums(), Distinct()
-    series = [
-        {
-            "bucket_start": bucket,
-            **measure_values(per_bucket.get(bucket, empty), distinct.get(bucket, none)),
-        }
-        for bucket in buckets
-    ]
-    return series, measure_values(overall, total_distinct)
+    """Series (one point per bucket, empty buckets included) and totals, JSON-ready.
 
-
-async def distinct_counts(
-    conn: Conn, tenant_id: str, unit: str, start: datetime, end: datetime, *, from_slots: bool
-) -> tuple[list[dict[str, Any]], Distinct]:
-    """Distinct counts per bucket (rows with ``b``) and over the whole range."""
-    if from_slots:
-        rows = await conn.fetch(SLOTS_DISTINCT_SQL, tenant_id, unit, start, end)
-        total = Distinct(
-            sum(int(r["range_sessions"] or 0) for r in rows),
-            sum(int(r["range_purchasing"] or 0) for r in rows),
-            sum(int(r["range_customers"] or 0) for r in rows),
-        )
-        return [
-            {
-                "b": r["b"],
-                "sessions": r["sessions"] or 0,
-                "purchasing": r["purchasing"] or 0,
-                "customers": r["customers"] or 0,
+    ``additive_rows`` are rows of :func:`additive_sql` (``b``, ``types``, ``events``,
+    ``total``, ``orders``, ``revenue``, ``refunds``, ``items_sold``; money as numeric(20, 2));
+    ``counts`` the distinct counts of each bucket, in order; bucket starts in UTC."""
+    per_bucket: dict[datetime, Any] = {row[0]: row for row in additive_rows}
+    all_types: dict[str, int] = {}
+    events = orders = items = 0
+    revenue = refunds = ZERO
+    series = []
+    for bucket, n in zip(buckets, counts, strict=True):
+        row = per_bucket.get(bucket)
+        sessions, purchasing, customers = n
+        if row is None:
+            values = {**_EMPTY_BUCKET, "sessions": sessions, "purchasing_sessions": purchasing,
+                      "conversion_rate": purchasing / sessions if sessions else None,
+                      "unique_customers": customers}  # fmt: skip
+        else:
+            _, types, counted, bucket_events, bucket_orders, money_in, money_out, sold = row
+            by_type = dict(zip(types, counted, strict=True))
+            for kind, count in by_type.items():
+                all_types[kind] = all_types.get(kind, 0) + count
+            events += bucket_events
+            orders += bucket_orders
+            revenue += money_in
+            refunds += money_out
+            items += sold
+            # Inlined measure_values: money from numeric(20, 2) is already 2-decimal text.
+            values = {
+                "events": bucket_events,
+                "events_by_type": by_type,
+                "orders": bucket_orders,
+                "revenue": str(money_in),
+                "refunds": str(money_out),
+                "items_sold": sold,
+                "average_order_value": (
+                    str((money_in / bucket_orders).quantize(CENT)) if bucket_orders else None
+                ),
+                "sessions": sessions,
+                "purchasing_sessions": purchasing,
+                "conversion_rate": purchasing / sessions if sessions else None,
+                "unique_customers": customers,
             }
-            for r in rows
-        ], total
-    per_bucket = await conn.fetch(events_distinct_sql(per_bucket=True), tenant_id, unit, start, end)
-    row = await conn.fetchrow(events_distinct_sql(per_bucket=False), tenant_id, unit, start, end)
-    assert row is not None
-    return [dict(r) for r in per_bucket], Distinct(
-        row["sessions"], row["purchasing"], row["customers"]
+        values["bucket_start"] = iso(bucket)
+        series.append(values)
+    totals = measure_values(
+        events, dict(sorted(all_types.items())), orders, revenue, refunds, items, total
     )
+    return series, totals
 
 
 async def metrics_for(
@@ -202,14 +243,21 @@ async def metrics_for(
     start: datetime,
     end: datetime,
     granularity: Granularity,
-    *,
-    from_slots: bool,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Series and totals of ``tenant_id`` over ``start``..``end`` (see :func:`assemble`)."""
     unit = granularity.value
-    buckets = [row["b"] for row in await conn.fetch(BUCKETS_SQL, unit, start, end)]
-    additive = await conn.fetch(additive_sql(from_slots=from_slots), tenant_id, unit, start, end)
-    per_bucket, total = await distinct_counts(
-        conn, tenant_id, unit, start, end, from_slots=from_slots
-    )
-    return assemble(buckets, [dict(r) for r in additive], per_bucket, total)
+    buckets = [row[0] for row in await conn.fetch(BUCKETS_SQL, unit, start, end)]
+    bounds = bucket_bounds(buckets, start, end)
+    grid = choose_grid(bounds)
+    first, last = pieces.minute_of(start), pieces.minute_of(end)
+    a, b = inner_window(first, last, GRIDS[grid][2])
+    full = [(x, y) for x, y in bounds if y - x == 60]
+    hourly = granularity is Granularity.HOUR and GRIDS[grid][2] >= 15 and bool(full)
+    if hourly:  # whole hour buckets from stored answers, partial ones from minutes
+        a, b = full[0][0], full[-1][1]
+    additive = await conn.fetch(
+        additive_sql(grid, hourly=hourly),
+        tenant_id, unit, start, end, pieces.at_minute(a), pieces.at_minute(b),
+    )  # fmt: skip
+    counts, total = await distinct_series(conn, tenant_id, buckets, start, end)
+    return assemble(buckets, additive, counts, total)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from api.airflow import AirflowClient
+from api.cache import ResponseCache
 from api.db import Database
 from api.lake_usage import LakeUsage
 from api.observability import ApiMetrics
@@ -24,6 +25,7 @@ class AppContext:
     metrics: ApiMetrics
     lake_usage: LakeUsage
     airflow: AirflowClient
+    cache: ResponseCache
 
     @classmethod
     def create(cls, settings: Settings) -> AppContext:
@@ -36,4 +38,5 @@ class AppContext:
             metrics=ApiMetrics(),
             lake_usage=LakeUsage(settings.lake, settings.archive),
             airflow=AirflowClient(settings),
+            cache=ResponseCache(settings.api_cache_mb * 1024 * 1024),
         )

@@ -40,12 +40,13 @@ async def authenticate(request: Request, ctx: Ctx) -> Principal:
     if not token or len(token) > _MAX_TOKEN_CHARS or not token.isascii():
         raise Problem(401, "malformed bearer token", headers=_UNAUTHORIZED)
     presented = token_hash(token)
-    async with ctx.db.platform() as conn:
-        row = await conn.fetchrow(
-            "SELECT token_id, token_hash, role, tenant_id, dev, expires_at, revoked_at "
-            "FROM api_tokens WHERE token_hash = $1",
-            presented,
-        )
+    # One statement for the token and its tenant's state, outside a transaction block.
+    row = await ctx.db.fetchrow(
+        "SELECT k.token_id, k.token_hash, k.role, k.tenant_id, k.dev, k.expires_at, "
+        "k.revoked_at, t.active FROM api_tokens k "
+        "LEFT JOIN tenants t ON t.tenant_id = k.tenant_id WHERE k.token_hash = $1",
+        presented,
+    )
     if row is None or not same_hash(bytes(row["token_hash"]), presented):
         raise Problem(401, "unknown token", headers=_UNAUTHORIZED)
     if row["dev"] and ctx.settings.env != "dev":
@@ -59,7 +60,7 @@ async def authenticate(request: Request, ctx: Ctx) -> Principal:
             f"rate limit of {ctx.settings.api_rate_limit_per_minute} requests per minute reached",
             headers={"Retry-After": retry_after_header(wait_s)},
         )
-    return Principal(row["token_id"], Role(row["role"]), row["tenant_id"])
+    return Principal(row["token_id"], Role(row["role"]), row["tenant_id"], row["active"])
 
 
 Caller = Annotated[Principal, Depends(authenticate)]
@@ -89,8 +90,11 @@ async def resolve_tenant(
             raise Problem(422, "tenant_id is required with an admin token")
         tenant_id = requested
     # A dev token may exist before its tenant registers; a deactivated tenant is not served.
-    async with ctx.db.platform() as conn:
-        active = await conn.fetchval("SELECT active FROM tenants WHERE tenant_id = $1", tenant_id)
+    if not caller.is_admin:
+        active = caller.tenant_active  # read with the token
+    else:
+        row = await ctx.db.fetchrow("SELECT active FROM tenants WHERE tenant_id = $1", tenant_id)
+        active = None if row is None else row["active"]
     if active is None:
         raise Problem(404, f"no tenant {tenant_id!r}")
     if not active:

@@ -15,12 +15,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors, openapi
+from api.cache import listen_forever
 from api.context import AppContext
 from api.models import PROBLEM_RESPONSES
 from api.observability import RequestObserver
 from api.routes import anomalies, erasure, events, health, metrics, tenants, usage
 from api.seed import seed_tokens
-from include.settings import Settings
+from include.log import configure_logging
+from include.settings import Settings, get_settings
 
 log = logging.getLogger("lakehouse.api")
 USAGE_FLUSH_S = 5.0
@@ -54,13 +56,26 @@ async def _start(ctx: AppContext) -> None:
 
 
 async def _retry_erasures(ctx: AppContext) -> None:
+    # Claimed by moving updated_at, so of several worker processes only one retries a request
+    # (the outer condition is checked again on the locked row).
     async with ctx.db.platform() as conn:
         pending = await conn.fetch(
-            "SELECT request_id FROM erasure_requests WHERE status = 'lake_pending' "
-            "AND dag_run_id IS NULL AND updated_at < now() - interval '60 seconds'"
+            "UPDATE erasure_requests SET updated_at = now() WHERE request_id IN ("
+            "  SELECT request_id FROM erasure_requests WHERE status = 'lake_pending' "
+            "  AND dag_run_id IS NULL AND updated_at < now() - interval '60 seconds' "
+            "  FOR UPDATE SKIP LOCKED) "
+            "AND status = 'lake_pending' AND dag_run_id IS NULL "
+            "AND updated_at < now() - interval '60 seconds' RETURNING request_id"
         )
     for row in pending:
         await erasure.trigger_lake_erasure(ctx, row["request_id"])
+
+
+def app_from_environment() -> FastAPI:
+    """The API for the environment's settings (the factory each uvicorn worker calls)."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -74,6 +89,8 @@ def create_app(settings: Settings) -> FastAPI:
             asyncio.create_task(_every(USAGE_FLUSH_S, "usage", lambda: ctx.requests.flush(ctx.db))),
             asyncio.create_task(_every(ERASURE_RETRY_S, "erasure", lambda: _retry_erasures(ctx))),
         ]
+        if settings.api_cache_mb:
+            tasks.append(asyncio.create_task(listen_forever(settings.api_pg_dsn, ctx.cache)))
         try:
             yield
         finally:

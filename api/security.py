@@ -32,6 +32,9 @@ class Principal:
     token_id: uuid.UUID
     role: Role
     tenant_id: str | None  # set for tenant tokens only
+    # Whether the token's tenant is active, read with the token (None: no such tenant yet, or
+    # an admin token); saves resolving the tenant in a second query.
+    tenant_active: bool | None = None
 
     @property
     def is_admin(self) -> bool:

@@ -205,6 +205,15 @@ class Settings(BaseSettings):
     api_max_request_bytes: int = Field(
         65_536, gt=0, description="Largest request body the API accepts (413 beyond)."
     )
+    api_workers: int = Field(
+        0, ge=0, description="Worker processes of the analytics API (0: one per core)."
+    )
+    api_cache_mb: int = Field(
+        256,
+        ge=0,
+        description="MiB of cached `/metrics` answers per API worker, dropped when their data "
+        "changes (LISTEN/NOTIFY); 0 disables the cache.",
+    )
     api_heartbeat_max_age_seconds: float = Field(
         300.0, gt=0, description="`/ready` fails when the stream's heartbeat is older than this."
     )

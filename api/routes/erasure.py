@@ -8,11 +8,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 
+from api import distinct
 from api.db import Conn
 from api.deps import TENANT_PATTERN, Caller, Ctx, resolve_tenant
 from api.errors import Problem
 from api.models import ErasureOut
 from include.privacy import CUSTOMER_HASH_SQL, CUSTOMER_ID_PATTERN, customer_hash
+from include.warehouse.distinct import minute_expr
 
 router = APIRouter(tags=["privacy"])
 log = logging.getLogger("lakehouse.api.erasure")
@@ -25,7 +27,7 @@ _REQUEST_COLUMNS = (
 _ERASE_SQL = f"""
 WITH gone AS (
     DELETE FROM events WHERE tenant_id = $1 AND customer_customer_id = $2
-    RETURNING event_id
+    RETURNING event_id, event_time, session_id
 ), remembered AS (
     INSERT INTO erased_events (tenant_id, event_id) SELECT DISTINCT $1, event_id FROM gone
     ON CONFLICT DO NOTHING
@@ -38,6 +40,10 @@ WITH gone AS (
 )
 SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM items) AS rows_deleted,
        (SELECT coalesce(array_agg(DISTINCT session_id), '{{}}') FROM slots) AS sessions,
+       (SELECT coalesce(array_agg(DISTINCT session_id), '{{}}') FROM gone
+        WHERE session_id IS NOT NULL) AS event_sessions,
+       (SELECT coalesce(array_agg(DISTINCT {minute_expr("event_time")}), '{{}}') FROM gone)
+           AS minutes,
        {CUSTOMER_HASH_SQL.format(column="$2::text")} AS hash_check
 """
 
@@ -62,6 +68,14 @@ async def erase_in_postgres(conn: Conn, tenant_id: str, customer_id: str) -> int
         tenant_id,
         row["sessions"],
         [customer_id],
+    )
+    # The distinct-count bitmaps (issue #16), in the same transaction: exact at commit.
+    await distinct.repair(
+        conn,
+        tenant_id,
+        sorted(set(row["sessions"]) | set(row["event_sessions"])),
+        [customer_id],
+        row["minutes"],
     )
     return int(row["rows_deleted"])
 

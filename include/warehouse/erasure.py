@@ -19,6 +19,8 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from include.privacy import CUSTOMER_HASH_SQL, customer_hash
+from include.warehouse import distinct
+from include.warehouse.distinct import minute_expr
 
 if TYPE_CHECKING:
     # Only a type here: the loader and the API import this module without the lake libraries.
@@ -137,13 +139,18 @@ _SWEEP_EVENTS = f"""
     WITH gone AS (
         DELETE FROM events AS s
         WHERE s.tenant_id = %(tenant)s AND {ERASED_ROWS["events"]}
-        RETURNING s.event_id
+        RETURNING s.event_id, s.event_time, s.session_id, s.customer_customer_id
     ), recorded AS (
         INSERT INTO erased_events (tenant_id, event_id)
         SELECT DISTINCT %(tenant)s, event_id FROM gone
         ON CONFLICT DO NOTHING
     )
-    SELECT count(*) FROM gone
+    SELECT count(*),
+           coalesce(array_agg(DISTINCT {minute_expr("event_time")}), '{{}}'),
+           coalesce(array_agg(DISTINCT session_id) FILTER (WHERE session_id IS NOT NULL), '{{}}'),
+           coalesce(array_agg(DISTINCT customer_customer_id)
+                    FILTER (WHERE customer_customer_id IS NOT NULL), '{{}}')
+    FROM gone
 """
 
 
@@ -183,7 +190,9 @@ def complete(conn: psycopg.Connection, request_id: UUID, lake: LakeErasure) -> S
             "SELECT %s, unnest(%s::uuid[]) ON CONFLICT DO NOTHING",
             (tenant_id, list(lake.event_ids)),
         )
-        events = _count(conn.execute(_SWEEP_EVENTS, {"tenant": tenant_id}).fetchone())
+        swept = conn.execute(_SWEEP_EVENTS, {"tenant": tenant_id}).fetchone()
+        events = _count(swept)
+        assert swept is not None
         items = conn.execute(
             f"DELETE FROM event_items AS s WHERE s.tenant_id = %s AND {ERASED_ROWS['event_items']}",
             (tenant_id,),
@@ -197,6 +206,15 @@ def complete(conn: psycopg.Connection, request_id: UUID, lake: LakeErasure) -> S
             "SELECT refresh_activity_slots(%s, %s, %s)",
             (tenant_id, sorted({s for (s,) in sessions}), [customer_id]),
         )
+        # Distinct-count bitmaps (issue #16): the swept events' keys, where they were.
+        distinct.repair_sync(
+            conn,
+            tenant_id,
+            sorted(set(swept[2]) | {s for (s,) in sessions}),
+            sorted(set(swept[3]) | {customer_id}),
+            swept[1],
+        )
+        distinct.run_sync(conn, distinct.FORGET_CUSTOMERS, tenant_id, [customer_id])
         slots = len(sessions)
         sweep = Sweep(events=events, event_items=items, session_slots=slots)
         conn.execute(

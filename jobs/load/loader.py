@@ -37,6 +37,7 @@ from pyspark.sql import SparkSession
 from include.lake.changes import added_since, current_version
 from include.lake.storage import Location, as_location, partition_values
 from include.settings import Settings
+from include.warehouse import distinct
 from include.warehouse.erasure import ERASED_ROWS, FORGET_SKIPPED_EVENTS
 from include.warehouse.partitions import Month, ensure_partitions
 from include.warehouse.rollups import ACTIVITY_REFRESH, SESSION_SLOTS_UPSERT
@@ -217,6 +218,7 @@ def commit(conn: psycopg.Connection, plan: LoadPlan, staged: int) -> int:
             # Idempotent (an OR of flags), so a rerun over rows already loaded changes nothing.
             conn.execute(sql.SQL(SESSION_SLOTS_UPSERT).format(keep=keep))
             conn.execute(sql.SQL(ACTIVITY_REFRESH).format(keep=keep))
+            distinct.apply_load(conn, keep)  # issue #16: distinct-count bitmaps
             conn.execute(FORGET_SKIPPED_EVENTS)
         if not plan.is_replay:
             conn.execute(
