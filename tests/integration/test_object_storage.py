@@ -321,7 +321,13 @@ def test_concurrent_commits_to_one_table_on_s3_lose_nothing(s3: S3Server) -> Non
                     pa.table({"writer": [name], "n": [n]}),
                     mode="append",
                     storage_options=options,
-                    commit_properties=CommitProperties(app_transactions=[Transaction(name, n)]),
+                    # Each retry means another writer's commit won that version, so a
+                    # writer can lose at most (writers - 1) * commits races; delta-rs's
+                    # default of 15 retries is fewer than the 18 this race allows.
+                    commit_properties=CommitProperties(
+                        app_transactions=[Transaction(name, n)],
+                        max_commit_retries=writers * commits,
+                    ),
                 )
         except BaseException as error:
             failures.append(error)
