@@ -6,18 +6,22 @@ the PostgreSQL analytics tables `events` and `event_items`.
 
 - **Schedule**: every minute by default (`LAKEHOUSE_LOAD_SCHEDULE`, cron, UTC), and whenever
   the silver Asset is updated.
-- **How**: a `SparkSubmitOperator` runs `jobs/load/job.py`: Spark reads the Delta files added
-  after the watermark (the last Delta version loaded), executors `COPY` them into an unlogged
-  staging table, then one transaction inserts them with `ON CONFLICT DO NOTHING` on
-  (`tenant_id`, `event_id`, ...) and moves the watermark.
+- **How**: the task is a client of the platform's long-lived Spark Connect server (connection
+  `spark_connect_default`), so a run starts no JVM. It reads the watermark (the last Delta
+  version loaded) and the Delta files added after it; when there are any, the server's
+  workers `COPY` them into an unlogged staging table, then one transaction inserts them with
+  `ON CONFLICT DO NOTHING` on (`tenant_id`, `event_id`, ...) and moves the watermark. A run
+  with nothing new never connects to Spark.
 - **Guarantees**: running it twice moves nothing the second time; a crash between any two steps
-  is repaired by the next run, which stages the same files again. Runs never overlap.
+  (of the task, or of the Spark Connect server) is repaired by the next run, which stages the
+  same files again. Runs never overlap.
 """
 
 from __future__ import annotations
 
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable
+from typing import Any
+
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, task
 
 from include.orchestration import (
     DEFAULT_ARGS,
@@ -25,11 +29,21 @@ from include.orchestration import (
     EVENTS_TABLE,
     SILVER,
     START_DATE,
-    job_path,
+    spark_connect_url,
 )
 from include.settings import get_settings
 
 settings = get_settings()
+
+
+@task(task_id="load_lake_into_postgres", outlets=[EVENTS_TABLE, EVENT_ITEMS_TABLE])
+def load_lake_into_postgres() -> list[dict[str, Any]]:
+    """Run the load job on the Spark Connect server; return one summary per table."""
+    # Imported here, when the task runs: parsing this file imports neither Spark nor jobs/.
+    from jobs.load.job import load
+
+    return load(remote=spark_connect_url())
+
 
 with DAG(
     dag_id="load_postgres",
@@ -44,12 +58,4 @@ with DAG(
     default_args=DEFAULT_ARGS,
     tags=["lakehouse", "load", "postgres"],
 ):
-    SparkSubmitOperator(
-        task_id="load_lake_into_postgres",
-        application=job_path("load", "job.py"),
-        conn_id="spark_default",
-        name="lakehouse-load",
-        application_args=["load"],
-        driver_memory=settings.spark_driver_memory,
-        outlets=[EVENTS_TABLE, EVENT_ITEMS_TABLE],
-    )
+    load_lake_into_postgres()

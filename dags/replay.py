@@ -13,19 +13,36 @@ from the lake"). Trigger it with parameters:
 
 Idempotent: rows already in PostgreSQL are skipped (`ON CONFLICT DO NOTHING`), so a replay can
 run twice, or over a range that is partly loaded. It shares the load's per-table lock, so it
-never interleaves with `load_postgres`; it does not move the load watermark.
+never interleaves with `load_postgres`; it does not move the load watermark. It runs on the
+platform's Spark Connect server (connection `spark_connect_default`), like the load.
 """
 
 from __future__ import annotations
 
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import DAG, Param
+from datetime import date
+from typing import Any
 
-from include.orchestration import DEFAULT_ARGS, START_DATE, job_path
-from include.settings import get_settings
+from airflow.sdk import DAG, Param, get_current_context, task
+
+from include.orchestration import DEFAULT_ARGS, START_DATE, spark_connect_url
 from include.tenants import TENANT_ID_PATTERN
 
-settings = get_settings()
+
+@task(task_id="reload_range")
+def reload_range() -> list[dict[str, Any]]:
+    """Run the replay on the Spark Connect server; return one summary per table."""
+    # Imported here, when the task runs: parsing this file imports neither Spark nor jobs/.
+    from jobs.load.job import replay
+
+    params = get_current_context()["params"]
+    return replay(
+        params["tenant"],
+        date.fromisoformat(params["date_from"]),
+        date.fromisoformat(params["date_to"]),
+        params["source"],
+        remote=spark_connect_url(),
+    )
+
 
 with DAG(
     dag_id="replay",
@@ -44,21 +61,4 @@ with DAG(
         "source": Param("delta", enum=["delta", "archive"], title="Read from"),
     },
 ):
-    SparkSubmitOperator(
-        task_id="reload_range",
-        application=job_path("load", "job.py"),
-        conn_id="spark_default",
-        name="lakehouse-replay",
-        driver_memory=settings.spark_driver_memory,
-        application_args=[
-            "replay",
-            "--tenant",
-            "{{ params.tenant }}",
-            "--from",
-            "{{ params.date_from }}",
-            "--to",
-            "{{ params.date_to }}",
-            "--source",
-            "{{ params.source }}",
-        ],
-    )
+    reload_range()

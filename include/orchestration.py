@@ -1,4 +1,4 @@
-"""What every DAG shares: default arguments, the lake's Assets, the job launcher's settings.
+"""What every DAG shares: default arguments, the lake's Assets, where the batch work runs.
 
 Imported by ``dags/`` only. Nothing here touches a database or a connection: DAG files are
 parsed often, and parsing must stay free of I/O.
@@ -31,6 +31,14 @@ EVENTS_TABLE = Asset("lakehouse://postgres/events", group="warehouse")
 EVENT_ITEMS_TABLE = Asset("lakehouse://postgres/event_items", group="warehouse")
 
 
-def job_path(*parts: str) -> str:
-    """Absolute path of a Spark job file under ``jobs/``."""
-    return str(REPO_ROOT.joinpath("jobs", *parts))
+# The Spark provider's Spark Connect connection the batch work runs on (defined by environment,
+# AIRFLOW_CONN_SPARK_CONNECT_DEFAULT, like the platform's other connections).
+SPARK_CONNECT_CONN_ID = "spark_connect_default"
+
+
+def spark_connect_url() -> str:
+    """The ``sc://`` URL of the batch work's Spark Connect server (reads the connection: call
+    it in a task, never while a DAG file is parsed)."""
+    from airflow.providers.apache.spark.hooks.spark_connect import SparkConnectHook
+
+    return SparkConnectHook(SPARK_CONNECT_CONN_ID).get_connection_url()

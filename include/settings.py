@@ -125,6 +125,15 @@ class Settings(BaseSettings):
         description="Most cores of a Spark cluster one application (the stream, each load) "
         "takes (`spark.cores.max`); ignored in local mode.",
     )
+    spark_connect_addr: str = Field(
+        "127.0.0.1:15002",
+        description="Address of the Spark Connect server that runs the batch work (loads, "
+        "replays): `make run` binds it on loopback; clients reach it at this address.",
+    )
+    spark_connect_memory: str = Field(
+        "1g",
+        description="JVM heap of the Spark Connect server's driver (`spark.driver.memory`).",
+    )
     stream_trigger_seconds: float = Field(
         2.0, gt=0, description="Micro-batch interval of the streaming job."
     )
@@ -272,6 +281,11 @@ class Settings(BaseSettings):
     def airflow_url(self) -> str:
         """Base URL of the Airflow UI and REST API."""
         return f"http://{self.airflow_host}:{self.airflow_port}"
+
+    @property
+    def spark_connect_url(self) -> str:
+        """The Spark Connect server's client URL (``sc://host:port``)."""
+        return f"sc://{self.spark_connect_addr}"
 
     @property
     def lake_dir(self) -> Path:

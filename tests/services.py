@@ -35,6 +35,7 @@ def isolated_settings(state_dir: Path, **overrides: object) -> Settings:
         "pulsar_url": f"pulsar://127.0.0.1:{free_port()}",
         "pulsar_metrics_addr": f"127.0.0.1:{free_port()}",
         "stream_metrics_addr": f"127.0.0.1:{free_port()}",
+        "spark_connect_addr": f"127.0.0.1:{free_port()}",
         "airflow_port": free_port(),
         "api_port": free_port(),
         "api_pg_password": secrets.token_urlsafe(16),

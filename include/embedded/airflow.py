@@ -111,7 +111,9 @@ def airflow_env(settings: Settings, paths: StatePaths) -> dict[str, str]:
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(paths.logs / "airflow"),
         # New DAG files show up within half a minute instead of five.
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-        "AIRFLOW_CONN_SPARK_DEFAULT": "spark://" + quote(settings.spark_master, safe=""),
+        # The Spark provider's Spark Connect connection: where loads and replays run.
+        # (A URI, not JSON: supervisord's environment values cannot hold double quotes.)
+        "AIRFLOW_CONN_SPARK_CONNECT_DEFAULT": f"spark-connect://{settings.spark_connect_addr}",
         "AIRFLOW_CONN_LAKEHOUSE_POSTGRES": _postgres_url(
             settings, "postgresql", settings.pg_database
         ),

@@ -30,11 +30,13 @@ def _check_ports_free(settings: Settings) -> None:
     pulsar_host, pulsar_port = broker.broker_address(settings)
     metrics_host, _, metrics_port = settings.pulsar_metrics_addr.rpartition(":")
     stream_host, _, stream_port = settings.stream_metrics_addr.rpartition(":")
+    connect_host, _, connect_port = settings.spark_connect_addr.rpartition(":")
     wanted = [
         ("PostgreSQL", settings.pg_host, settings.pg_port, "LAKEHOUSE_PG_PORT"),
         ("pulsar-lite", pulsar_host, pulsar_port, "LAKEHOUSE_PULSAR_URL"),
         ("pulsar-lite metrics", metrics_host, int(metrics_port), "LAKEHOUSE_PULSAR_METRICS_ADDR"),
         ("stream metrics", stream_host, int(stream_port), "LAKEHOUSE_STREAM_METRICS_ADDR"),
+        ("Spark Connect", connect_host, int(connect_port), "LAKEHOUSE_SPARK_CONNECT_ADDR"),
         ("the Airflow UI", "127.0.0.1", settings.airflow_port, "LAKEHOUSE_AIRFLOW_PORT"),
         ("the analytics API", settings.api_host, settings.api_port, "LAKEHOUSE_API_PORT"),
     ]
@@ -89,6 +91,10 @@ def up(settings: Settings, *, apps: tuple[str, ...] = supervisor.APPS) -> None:
     for app in apps:
         supervisor.ctl(paths, "start", app)
     supervisor.wait_running(paths, {"postgres", "pulsar", *apps})
+    if supervisor.SPARK_CONNECT in apps:
+        # RUNNING only says the JVM lives; a load needs its port open.
+        host, _, port = settings.spark_connect_addr.rpartition(":")
+        wait_for_port(host, int(port), timeout_s=180)
 
 
 def wait_for_postgres_server(settings: Settings) -> None:
@@ -112,6 +118,7 @@ def _print_summary(settings: Settings) -> None:
         f"metrics: http://{settings.pulsar_metrics_addr}/metrics\n"
         f"  Stream       Spark {settings.spark_master}   "
         f"metrics: http://{settings.stream_metrics_addr}/metrics   lake: {settings.lake}\n"
+        f"  Batch        Spark Connect {settings.spark_connect_url} (loads, replays)\n"
         f"  Generator    {settings.generator_rate:g} events/s for "
         f"{', '.join(settings.demo_tenants)}\n"
         f"  Airflow      http://localhost:{settings.airflow_port}   login: {airflow.UI_USER} / "

@@ -25,7 +25,12 @@ from include.settings import Settings
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Programs started by `up` once the services are ready (autostart is off for them).
 AIRFLOW_APPS = tuple(airflow.PROGRAMS)
-APPS = ("stream", "api", "generator", *AIRFLOW_APPS)
+SPARK_CONNECT = "spark-connect"
+# What runs the DAGs and their batch work: Airflow, and the Spark Connect server loads run on.
+BATCH_APPS = (SPARK_CONNECT, *AIRFLOW_APPS)
+APPS = ("stream", "api", "generator", *BATCH_APPS)
+# The Spark Connect server's main class; its jar ships in the pyspark wheel.
+CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,36 @@ def programs(settings: Settings, paths: StatePaths, pg_bindir: Path) -> list[Pro
         "spark.ui.enabled=false",
         str(REPO_ROOT / "jobs" / "stream" / "job.py"),
     ]
+    connect_host, _, connect_port = settings.spark_connect_addr.rpartition(":")
+    spark_connect = [
+        str(Path(sys.executable).parent / "spark-submit"),
+        "--master",
+        settings.spark_master,
+        "--driver-memory",
+        settings.spark_connect_memory,
+        "--conf",
+        f"spark.pyspark.python={sys.executable}",
+        "--conf",
+        "spark.ui.enabled=false",
+        "--conf",
+        "spark.sql.session.timeZone=UTC",
+        "--conf",
+        "spark.sql.shuffle.partitions=2",
+        "--conf",
+        f"spark.cores.max={settings.spark_cores_max}",
+        # Workers forked from a daemon that imported pyarrow and the project once.
+        "--conf",
+        "spark.python.daemon.module=jobs.stream.worker_daemon",
+        "--conf",
+        f"spark.executorEnv.PYTHONPATH={REPO_ROOT}",
+        "--conf",
+        f"spark.connect.grpc.binding.address={connect_host}",
+        "--conf",
+        f"spark.connect.grpc.binding.port={connect_port}",
+        "--class",
+        CONNECT_SERVER_CLASS,
+        "spark-internal",
+    ]
     return [
         # SIGINT is PostgreSQL's "fast shutdown": clean, and quick.
         Program(
@@ -80,6 +115,17 @@ def programs(settings: Settings, paths: StatePaths, pg_bindir: Path) -> list[Pro
             autostart=False,
             priority=800,
             stopwaitsecs=60,
+            startsecs=5,
+            env={"PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(REPO_ROOT)},
+        ),
+        # The batch work's Spark (loads, replays): one JVM for every run instead of one per
+        # run. Its Python workers run the load's COPY tasks, so they import the project.
+        Program(
+            SPARK_CONNECT,
+            spark_connect,
+            autostart=False,
+            priority=650,
+            stopwaitsecs=30,
             startsecs=5,
             env={"PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(REPO_ROOT)},
         ),

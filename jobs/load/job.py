@@ -1,10 +1,14 @@
 """The load job: the lake into the PostgreSQL analytics tables.
 
-Run by the ``load_postgres`` and ``replay`` DAGs through ``SparkSubmitOperator``, or by hand::
+The ``load_postgres`` and ``replay`` DAGs call ``load`` and ``replay`` in their task, as clients
+of the platform's Spark Connect server (``remote``). One-off runs and clusters use
+``spark-submit``::
 
     spark-submit --master 'local[2]' jobs/load/job.py load [--table events|event_items]
     spark-submit --master 'local[2]' jobs/load/job.py replay --tenant acme_shop \\
         --from 2026-11-01 --to 2026-11-30 --source delta|archive
+
+or, without a JVM of their own, ``python jobs/load/job.py --remote sc://127.0.0.1:15002 load``.
 
 ``load`` moves what silver and event_items gained since the last load; ``replay`` reloads one
 tenant's date range. Settings come from ``LAKEHOUSE_*`` (see the README). Prints one JSON
@@ -15,59 +19,149 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast, get_args
 
 # spark-submit puts only this file's folder on sys.path; the job imports the project's packages.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+if TYPE_CHECKING:
+    from include.settings import Settings
+    from jobs.load.loader import Session
+
+# What `ps` shows while a load or replay runs in a process (an Airflow task, a script): the
+# process to find when it must be watched or stopped.
+PROCESS_TITLE = "lakehouse-load"
+
+
+class SessionOnDemand:
+    """The job's Spark session, started on first use: a load with nothing new to stage never
+    connects to Spark (or starts a JVM), so an idle run costs a few database round trips."""
+
+    def __init__(self, settings: Settings, remote: str | None) -> None:
+        self._settings = settings
+        self._remote = remote
+        self._session: Session | None = None
+
+    def __call__(self) -> Session:
+        if self._session is None:
+            if self._remote is not None:
+                from pyspark.sql import SparkSession
+
+                self._session = SparkSession.builder.remote(self._remote).getOrCreate()
+            else:
+                from jobs.stream.session import create_session
+
+                s = self._settings
+                self._session = create_session(
+                    s.spark_master, "lakehouse-load", s.spark_driver_memory, s.spark_cores_max
+                )
+                self._session.sparkContext.setLogLevel("WARN")
+        return self._session
+
+    def stop(self) -> None:
+        """Stop the session if one was started (a remote one releases its server-side state)."""
+        if self._session is not None:
+            self._session.stop()
+            self._session = None
+
+
+@contextmanager
+def _titled(what: str) -> Iterator[None]:
+    from setproctitle import getproctitle, setproctitle
+
+    before = getproctitle()
+    setproctitle(f"{PROCESS_TITLE}: {what}")
+    try:
+        yield
+    finally:
+        setproctitle(before)
+
+
+def load(
+    tables: Sequence[str] | None = None,
+    *,
+    remote: str | None = None,
+    settings: Settings | None = None,
+) -> list[dict[str, Any]]:
+    """Load what the lake's tables gained since the last load (all analytics tables unless
+    ``tables`` names some); one summary per table. ``remote`` is a Spark Connect URL; without
+    it the job runs its own Spark (under ``spark-submit``, the one it was submitted to).
+    ``settings`` default to the environment's."""
+    from include.settings import get_settings
+    from include.warehouse.tables import ANALYTICS_TABLES, table_named
+    from jobs.load.loader import load_table
+
+    settings = settings or get_settings()
+    names = list(tables or [t.name for t in ANALYTICS_TABLES])
+    spark = SessionOnDemand(settings, remote)
+    with _titled("load"):
+        try:
+            return [load_table(spark, settings, table_named(n)).__dict__ for n in names]
+        finally:
+            spark.stop()
+
+
+def replay(
+    tenant: str,
+    start: date,
+    end: date,
+    source: str = "delta",
+    *,
+    remote: str | None = None,
+    settings: Settings | None = None,
+) -> list[dict[str, Any]]:
+    """Reload ``tenant``'s events dated ``start``..``end`` from ``source`` (``delta`` or
+    ``archive``) into every analytics table; one summary per table."""
+    from include.settings import get_settings
+    from jobs.load.replay import Source, replay_range
+
+    if source not in get_args(Source):
+        raise ValueError(f"source must be one of {get_args(Source)}, not {source!r}")
+    settings = settings or get_settings()
+    spark = SessionOnDemand(settings, remote)
+    with _titled(f"replay {tenant}"):
+        try:
+            results = replay_range(spark, settings, tenant, start, end, cast(Source, source))
+            return [result.__dict__ for result in results]
+        finally:
+            spark.stop()
 
 
 def _parser() -> argparse.ArgumentParser:
     from include.warehouse.tables import ANALYTICS_TABLES
 
     parser = argparse.ArgumentParser(prog="jobs/load/job.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--remote", help="a Spark Connect URL to run on (sc://host:port)")
     commands = parser.add_subparsers(dest="command", required=True)
-    load = commands.add_parser("load", help="load what the lake gained since the last load")
-    load.add_argument("--table", choices=[t.name for t in ANALYTICS_TABLES], action="append")
-    replay = commands.add_parser("replay", help="reload one tenant's date range")
-    replay.add_argument("--tenant", required=True)
-    replay.add_argument("--from", dest="start", required=True, type=date.fromisoformat)
-    replay.add_argument("--to", dest="end", required=True, type=date.fromisoformat)
-    replay.add_argument("--source", choices=["delta", "archive"], default="delta")
+    one = commands.add_parser("load", help="load what the lake gained since the last load")
+    one.add_argument("--table", choices=[t.name for t in ANALYTICS_TABLES], action="append")
+    again = commands.add_parser("replay", help="reload one tenant's date range")
+    again.add_argument("--tenant", required=True)
+    again.add_argument("--from", dest="start", required=True, type=date.fromisoformat)
+    again.add_argument("--to", dest="end", required=True, type=date.fromisoformat)
+    again.add_argument("--source", choices=["delta", "archive"], default="delta")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``spark-submit jobs/load/job.py``."""
+    """Entry point of ``spark-submit jobs/load/job.py`` (and ``python jobs/load/job.py``)."""
     import orjson
 
     from include.log import configure_logging
     from include.settings import get_settings
-    from include.warehouse.tables import ANALYTICS_TABLES, table_named
-    from jobs.load.loader import load_table
-    from jobs.load.replay import replay
-    from jobs.stream.session import create_session
 
     args = _parser().parse_args(argv)
-    settings = get_settings()
-    configure_logging(settings.log_level)
-    spark = create_session(
-        settings.spark_master,
-        "lakehouse-load",
-        settings.spark_driver_memory,
-        settings.spark_cores_max,
-    )
-    spark.sparkContext.setLogLevel("WARN")
-    try:
-        if args.command == "load":
-            names = args.table or [t.name for t in ANALYTICS_TABLES]
-            results = [load_table(spark, settings, table_named(n)) for n in names]
-        else:
-            results = replay(spark, settings, args.tenant, args.start, args.end, args.source)
-    finally:
-        spark.stop()
+    configure_logging(get_settings().log_level)
+    if args.command == "load":
+        results = load(args.table, remote=args.remote)
+    else:
+        results = replay(args.tenant, args.start, args.end, args.source, remote=args.remote)
     for result in results:
-        sys.stdout.write(orjson.dumps(result.__dict__).decode() + "\n")
+        sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
 
 

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pyarrow as pa
 from psycopg import sql
-from pyspark.sql import SparkSession
 
 from include.lake.changes import added_since, current_version
 from include.lake.storage import Location, as_location, partition_values
@@ -45,6 +44,13 @@ from include.warehouse.tables import EVENTS, AnalyticsTable
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
+    from pyspark.sql import SparkSession
+    from pyspark.sql.connect.session import SparkSession as RemoteSession
+
+    # A classic session (spark-submit, the tests) or a Spark Connect client's.
+    Session = SparkSession | RemoteSession
+    # A session, or what starts one when a load first needs it (jobs.load.job).
+    Spark = Session | Callable[[], Session]
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +181,7 @@ def _copier(
     return copy
 
 
-def stage(spark: SparkSession, settings: Settings, conn: psycopg.Connection, plan: LoadPlan) -> int:
+def stage(spark: Spark, settings: Settings, conn: psycopg.Connection, plan: LoadPlan) -> int:
     """Empty the staging table and COPY the planned files into it; return the rows staged.
 
     The files are spread over the executors; each reads its share straight from the lake's
@@ -188,8 +194,9 @@ def stage(spark: SparkSession, settings: Settings, conn: psycopg.Connection, pla
     if not plan.files:
         return 0
     schema = pa.schema((settings.lake / plan.table.source).delta_table().schema().to_arrow())
+    session = spark() if callable(spark) else spark
     # A local relation is spread over min(files, default parallelism) tasks.
-    files = spark.createDataFrame([(f,) for f in plan.files], "file string")
+    files = session.createDataFrame([(f,) for f in plan.files], "file string")
     counts = files.mapInArrow(
         _copier(settings.pg_dsn, staging, plan.table, plan.base, schema), "rows long"
     ).collect()
@@ -252,7 +259,7 @@ def commit(conn: psycopg.Connection, plan: LoadPlan, staged: int) -> int:
     return inserted
 
 
-def load_table(spark: SparkSession, settings: Settings, table: AnalyticsTable) -> LoadResult:
+def load_table(spark: Spark, settings: Settings, table: AnalyticsTable) -> LoadResult:
     """Load what ``table``'s source gained since the last load, exactly once."""
     started = time.monotonic()
     with psycopg.connect(settings.pg_dsn) as conn:

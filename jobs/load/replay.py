@@ -14,12 +14,11 @@ import logging
 import time
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote
 
 import psycopg
 import pyarrow as pa
-from pyspark.sql import SparkSession
 
 from include.lake.archive import ARCHIVE_FILE
 from include.lake.storage import Location, as_location, partition_values
@@ -27,6 +26,9 @@ from include.settings import Settings
 from include.tenants import validate_tenant_id
 from include.warehouse.tables import ANALYTICS_TABLES, AnalyticsTable
 from jobs.load.loader import LoadPlan, LoadResult, commit, lock_table, stage
+
+if TYPE_CHECKING:
+    from jobs.load.loader import Spark
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ def archive_files(table: Location | Path, tenant: str, start: date, end: date) -
 
 
 def replay_table(
-    spark: SparkSession,
+    spark: Spark,
     settings: Settings,
     table: AnalyticsTable,
     tenant: str,
@@ -97,8 +99,8 @@ def replay_table(
     return result
 
 
-def replay(
-    spark: SparkSession, settings: Settings, tenant: str, start: date, end: date, source: Source
+def replay_range(
+    spark: Spark, settings: Settings, tenant: str, start: date, end: date, source: Source
 ) -> list[LoadResult]:
     """Reload every analytics table for ``tenant`` and ``start``..``end`` from ``source``."""
     validate_tenant_id(tenant)

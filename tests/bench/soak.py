@@ -736,7 +736,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                            "zeta", "eta", "theta")][: args.tenants]  # fmt: skip
     apps: tuple[str, ...] = ("stream", "api")
     if args.airflow:
-        apps += supervisor.AIRFLOW_APPS
+        apps += supervisor.BATCH_APPS
     _log(f"starting the platform: {', '.join(apps)}")
     with embedded_platform(apps=apps) as settings:
         base_url = f"http://{settings.api_host}:{settings.api_port}"

@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 TENANTS = ("e2e_alpha", "e2e_beta", "e2e_gamma")
 # supervisord's program names: the services, then the apps `make run` starts once they are up.
 SERVICES = ("postgres", "pulsar")
-APPS = ("stream", "api", *supervisor.AIRFLOW_APPS)
+APPS = ("stream", "api", *supervisor.BATCH_APPS)
 PROGRAMS = (*SERVICES, *APPS)
 LOAD_DAG = "load_postgres"
 # Sessions end 7 s apart from here on; late ones are shifted back by 1 hour to 3 days. Ten days

@@ -37,7 +37,7 @@ def live() -> Iterator[tuple[Settings, AirflowApi]]:
     # Runs are triggered by the tests: a minute schedule would queue them behind its own runs.
     # env=dev, as under `make run`: the API seeds a dev token per demo tenant.
     with embedded_platform(
-        apps=("stream", "api", *supervisor.AIRFLOW_APPS),
+        apps=("stream", "api", *supervisor.BATCH_APPS),
         env="dev",
         demo_tenants=TENANTS.split(","),
         stream_trigger_seconds=1.0,

@@ -60,7 +60,7 @@ def test_platform_lifecycle(capsys: object) -> None:
             "generator": "RUNNING",
             "stream": "STOPPED",
             "api": "STOPPED",
-            **{name: "STOPPED" for name in supervisor.AIRFLOW_APPS},
+            **{name: "STOPPED" for name in supervisor.BATCH_APPS},
         }
         assert cli.status(settings) == 0
 

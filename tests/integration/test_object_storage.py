@@ -36,7 +36,7 @@ from include.settings import Settings
 from include.tenants import topic_for
 from include.warehouse.tables import EVENT_ITEMS, EVENTS
 from jobs.load.loader import load_table
-from jobs.load.replay import replay
+from jobs.load.replay import replay_range
 from jobs.stream.repair import last_batches_of_other_apps, read_and_validate
 from jobs.stream.sink import TABLES, LakeSink
 from tests.clock import days_ago
@@ -262,13 +262,13 @@ def test_archive_replay_erasure_and_usage_work_on_s3(
 
     # Replay from the archive into empty analytics tables: exactly the archived rows, once.
     _truncate_analytics(settings)
-    results = replay(spark, settings, tenant, REPLAY_FROM, ARCHIVE_BEFORE, "archive")
+    results = replay_range(spark, settings, tenant, REPLAY_FROM, ARCHIVE_BEFORE, "archive")
     archived_items = sum(e.rows for e in moved["event_items"] if e.partition["tenant_id"] == tenant)
     assert [r.inserted_rows for r in results] == [old.num_rows, archived_items]
     assert set(_warehouse_events(settings)) == {
         (tenant, e) for e in old.column("event_id").to_pylist()
     }
-    again = replay(spark, settings, tenant, REPLAY_FROM, ARCHIVE_BEFORE, "archive")
+    again = replay_range(spark, settings, tenant, REPLAY_FROM, ARCHIVE_BEFORE, "archive")
     assert [r.inserted_rows for r in again] == [0, 0]
 
     # Erase a customer who has events in the archive and in the lake.

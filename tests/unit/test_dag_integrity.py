@@ -4,6 +4,9 @@ owned, has tags and retries."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,3 +69,27 @@ def test_every_dag_is_documented_owned_tagged_and_retried(dagbag: Any) -> None:
         for task in dag.tasks:
             assert task.owner not in ("", "airflow"), f"{dag_id}.{task.task_id} has no owner"
             assert task.retries >= 1, f"{dag_id}.{task.task_id} has no retries"
+
+
+def test_parsing_the_dags_imports_neither_spark_nor_the_jobs(tmp_path: Path) -> None:
+    # In a fresh interpreter: this test process may have imported both for other tests.
+    script = (
+        "import sys\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"bag = DagBag(dag_folder={str(DAGS)!r}, bundle_path={str(DAGS)!r}, "
+        "bundle_name='dags-folder')\n"
+        "assert not bag.import_errors, bag.import_errors\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyspark', 'jobs'}))\n"
+    )
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://nobody@127.0.0.1:1/none",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "PYTHONPATH": str(DAGS.parent),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"

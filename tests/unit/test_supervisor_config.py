@@ -21,6 +21,7 @@ def test_config_has_one_restarting_program_per_service(tmp_path: Path) -> None:
         "generator",
         "stream",
         "api",
+        "spark-connect",
         "airflow-api-server",
         "airflow-scheduler",
         "airflow-dag-processor",
@@ -43,3 +44,23 @@ def test_a_too_deep_state_dir_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="too deep"):
         StatePaths.under(tmp_path / ("x" * 120)).create()
+
+
+def test_the_spark_connect_server_listens_where_the_settings_say(tmp_path: Path) -> None:
+    paths = StatePaths.under(tmp_path)
+    settings = Settings(
+        state_dir=tmp_path, spark_connect_addr="127.0.0.1:16123", spark_connect_memory="768m"
+    )
+    parser = configparser.RawConfigParser()
+    parser.read_string(render_config(settings, paths, Path("/usr/lib/postgresql/15/bin")))
+    section = "program:spark-connect"
+    command = parser.get(section, "command").split()
+    assert "org.apache.spark.sql.connect.service.SparkConnectServer" in command
+    assert "spark.connect.grpc.binding.address=127.0.0.1" in command
+    assert "spark.connect.grpc.binding.port=16123" in command
+    assert command[command.index("--driver-memory") + 1] == "768m"
+    assert parser.get(section, "autostart") == "false"
+    # Its Python workers run the load's COPY tasks, which import the project.
+    root = str(Path(__file__).resolve().parents[2])
+    assert f'PYTHONPATH="{root}"' in parser.get(section, "environment")
+    assert settings.spark_connect_url == "sc://127.0.0.1:16123"
