@@ -31,6 +31,8 @@ BATCH_APPS = (SPARK_CONNECT, *AIRFLOW_APPS)
 APPS = ("stream", "api", "generator", *BATCH_APPS)
 # The Spark Connect server's main class; its jar ships in the pyspark wheel.
 CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+# Its Spark application name (a cluster master lists it).
+CONNECT_APP_NAME = "lakehouse-spark-connect"
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ def programs(settings: Settings, paths: StatePaths, pg_bindir: Path) -> list[Pro
         f"spark.connect.grpc.binding.address={connect_host}",
         "--conf",
         f"spark.connect.grpc.binding.port={connect_port}",
+        "--name",
+        CONNECT_APP_NAME,
         "--class",
         CONNECT_SERVER_CLASS,
         "spark-internal",

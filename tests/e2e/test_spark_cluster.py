@@ -3,7 +3,7 @@
 A master and two workers start from pyspark's own ``spark-class`` (``tests.spark_cluster``),
 with an environment that knows nothing of the project. The platform starts as ``make run``
 does with ``LAKEHOUSE_SPARK_MASTER`` set to that master: supervisord's ``spark-submit`` of the
-stream and Airflow's ``SparkSubmitOperator`` of ``load_postgres`` both submit there. The seeded
+stream and of the Spark Connect server ``load_postgres`` runs on both submit there. The seeded
 mix of ``test_end_to_end`` then must produce the same exact end state as in ``local`` mode,
 and the master and the workers' folders must show that the stream and every load had an
 executor on each worker, and that executors ran their tasks.
@@ -21,14 +21,15 @@ from urllib.parse import unquote
 import orjson
 import pytest
 
+from include.embedded import supervisor
 from jobs.stream.sink import TABLES
 from tests.e2e.harness import MixRun, Platform, assert_end_state, run_mix
 from tests.spark_cluster import SparkCluster, standalone_cluster
 
 SEED = 707
 COUNT = 3_000
-# Each application takes one core of each worker, so a load runs while the stream holds its
-# executors (the stream never gives them back).
+# Each application takes one core of each worker: the stream and the Spark Connect server the
+# loads run on hold their executors side by side (neither gives them back).
 WORKER_CORES = 2
 CORES_PER_APP = 2
 LOGS = Path(__file__).resolve().parents[2] / "test-artifacts" / "spark-cluster-logs"
@@ -128,13 +129,17 @@ def test_the_stream_executors_wrote_every_delta_file_and_the_driver_none(
 
 
 def test_each_load_ran_on_the_cluster_with_executors_on_both_workers(run: ClusterRun) -> None:
-    loads = run.apps("lakehouse-load")
-    # At least one application per load_postgres run the test triggered (Airflow also runs the
-    # DAG once at start and on asset events; a retried task is another application).
-    assert len(loads) >= len(run.mix.load_runs) > 0
-    for load in loads:
+    # The loads are clients of one long-lived application, the Spark Connect server (one more
+    # per restart of it by supervisord): its executors ran the loads' tasks.
+    assert run.mix.load_runs
+    servers = run.apps(supervisor.CONNECT_APP_NAME)
+    assert [a["state"] for a in servers].count("RUNNING") == 1, servers
+    assert {a["cores"] for a in servers} == {CORES_PER_APP}
+    for server in servers:
         for worker in run.cluster.workers:
-            assert worker.executor_dirs(load["id"]), f"no load executor on {worker.work_dir}"
+            assert worker.executor_dirs(server["id"]), f"no load executor on {worker.work_dir}"
     # The Parquet reads and the COPY into PostgreSQL are the loads' tasks: executors ran them.
-    tasks = {w.work_dir.name: sum(w.tasks_run(a["id"]) for a in loads) for w in run.cluster.workers}
+    tasks = {
+        w.work_dir.name: sum(w.tasks_run(a["id"]) for a in servers) for w in run.cluster.workers
+    }
     assert sum(tasks.values()) > 0, tasks

@@ -65,6 +65,7 @@ def test_the_file_parses_into_the_expected_services() -> None:
         "spark-worker-1",
         "spark-worker-2",
         "stream",
+        "spark-connect",
         "api",
         "generator",
         "airflow-init",
@@ -240,7 +241,7 @@ def test_depends_on_waits_for_conditions_that_can_be_met() -> None:
             assert "profiles" not in services[target], f"{name} depends on an optional service"
     # Start order: the apps wait for their services and the migrations.
     assert services["stream"]["depends_on"].keys() >= {"pulsar", "migrate", "spark-worker-1"}
-    assert services["airflow-scheduler"]["depends_on"].keys() >= {"airflow-init"}
+    assert services["airflow-scheduler"]["depends_on"].keys() >= {"airflow-init", "spark-connect"}
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
 
 
