@@ -96,7 +96,7 @@ bench-stream: setup ## Measure sustained Pulsar-to-silver events/s of the stream
 bench-platform: setup ## Whole platform as make run starts it: 300,000-event burst to /metrics, p95 at 10,000 events/s (own services)
 	$(PY) -m tests.bench.bench_platform
 
-bench-load: setup ## Measure load_postgres rows/s against a row-by-row INSERT baseline (own services)
+bench-load: setup ## Measure the load on the Spark Connect server (rows/s vs row-by-row INSERT, 1,000-event increments, idle runs) and the platform's idle cost (own services, ~20 min)
 	$(PY) -m tests.bench.bench_load
 
 bench-validate: setup ## Measure validate_batch µs/event on one core: Pydantic only vs the msgspec fast path (no services, ~15 s)
