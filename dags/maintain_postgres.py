@@ -5,10 +5,8 @@ Daily upkeep of the PostgreSQL analytics tables (`events`, `event_items`):
 
 1. **rotate_partitions**: creates this month's and the next `LAKEHOUSE_PG_PARTITIONS_AHEAD`
    monthly partitions, and drops the partitions whose month is more than
-   `LAKEHOUSE_PG_RETENTION_MONTHS` old (the lake keeps the data; `replay` reloads it), and
-   deletes the rows of the API's rollups (`session_slots`, `activity_slots`, `activity_counts`)
-   from before the same cutoff.
-2. **vacuum_analyze**: `VACUUM (ANALYZE)` of both tables and the rollups, in autocommit mode.
+   `LAKEHOUSE_PG_RETENTION_MONTHS` old (the lake keeps the data; `replay` reloads it).
+2. **vacuum_analyze**: `VACUUM (ANALYZE)` of both tables, in autocommit mode.
 3. **report_sizes**: table and index size of every partition, in the task log.
 
 Safe to run twice or late: every step is idempotent.
@@ -54,14 +52,7 @@ def maintain_postgres() -> None:
                 settings.pg_partitions_ahead,
                 settings.pg_retention_months,
             )
-        log.info(
-            "partitions rotated: created %s, dropped %s, session slots deleted %s, "
-            "activity rows deleted %s",
-            rotation.created,
-            rotation.dropped,
-            rotation.session_slots_deleted,
-            rotation.activity_rows_deleted,
-        )
+        log.info("partitions rotated: created %s, dropped %s", rotation.created, rotation.dropped)
         return {"created": rotation.created, "dropped": rotation.dropped}
 
     @task

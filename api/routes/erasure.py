@@ -35,13 +35,10 @@ WITH gone AS (
     DELETE FROM event_items i USING gone
     WHERE i.tenant_id = $1 AND i.event_id = gone.event_id
     RETURNING 1
-), slots AS (
-    DELETE FROM session_slots WHERE tenant_id = $1 AND customer_id = $2 RETURNING session_id
 )
 SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM items) AS rows_deleted,
-       (SELECT coalesce(array_agg(DISTINCT session_id), '{{}}') FROM slots) AS sessions,
        (SELECT coalesce(array_agg(DISTINCT session_id), '{{}}') FROM gone
-        WHERE session_id IS NOT NULL) AS event_sessions,
+        WHERE session_id IS NOT NULL) AS sessions,
        (SELECT coalesce(array_agg(DISTINCT {minute_expr("event_time")}), '{{}}') FROM gone)
            AS minutes,
        {CUSTOMER_HASH_SQL.format(column="$2::text")} AS hash_check
@@ -62,21 +59,9 @@ async def erase_in_postgres(conn: Conn, tenant_id: str, customer_id: str) -> int
     # The loader recognises erased customers by the SQL twin of customer_hash: they must agree.
     if bytes(row["hash_check"]) != hashed:
         raise RuntimeError("customer hash of Python and PostgreSQL differ")
-    # A separate statement: the deletes above are invisible to the rest of their own statement.
-    await conn.execute(
-        "SELECT refresh_activity_slots($1, $2::text[], $3::text[])",
-        tenant_id,
-        row["sessions"],
-        [customer_id],
-    )
-    # The distinct-count bitmaps (issue #16), in the same transaction: exact at commit.
-    await distinct.repair(
-        conn,
-        tenant_id,
-        sorted(set(row["sessions"]) | set(row["event_sessions"])),
-        [customer_id],
-        row["minutes"],
-    )
+    # The distinct-count bitmaps (issue #16), in the same transaction: exact at commit. (A
+    # separate statement: the deletes above are invisible to the rest of their own statement.)
+    await distinct.repair(conn, tenant_id, sorted(row["sessions"]), [customer_id], row["minutes"])
     return int(row["rows_deleted"])
 
 

@@ -84,12 +84,11 @@ class Sweep:
 
     events: int
     event_items: int
-    session_slots: int
 
     @property
     def rows(self) -> int:
         """All rows the sweep deleted."""
-        return self.events + self.event_items + self.session_slots
+        return self.events + self.event_items
 
 
 def _require_idle(conn: psycopg.Connection) -> None:
@@ -160,7 +159,7 @@ def complete(conn: psycopg.Connection, request_id: UUID, lake: LakeErasure) -> S
     Records the lake's event ids in ``erased_events``; sweeps PostgreSQL again, because a load
     may have inserted the customer's rows between the API's delete and the lake erasure (the
     tenant's ``events`` of every erased customer, by hash; ``event_items`` of every erased
-    event; the customer's ``session_slots`` and ``activity_slots``); then sets the request
+    event, and the distinct-count bitmaps of what they held); then sets the request
     ``completed`` with the lake and archive row counts, adds the swept rows to
     ``postgres_rows``, and forgets the
     customer id (only its hash stays).
@@ -197,26 +196,12 @@ def complete(conn: psycopg.Connection, request_id: UUID, lake: LakeErasure) -> S
             f"DELETE FROM event_items AS s WHERE s.tenant_id = %s AND {ERASED_ROWS['event_items']}",
             (tenant_id,),
         ).rowcount
-        sessions = conn.execute(
-            "DELETE FROM session_slots WHERE tenant_id = %s AND customer_id = %s "
-            "RETURNING session_id",
-            (tenant_id, customer_id),
-        ).fetchall()
-        conn.execute(
-            "SELECT refresh_activity_slots(%s, %s, %s)",
-            (tenant_id, sorted({s for (s,) in sessions}), [customer_id]),
-        )
         # Distinct-count bitmaps (issue #16): the swept events' keys, where they were.
         distinct.repair_sync(
-            conn,
-            tenant_id,
-            sorted(set(swept[2]) | {s for (s,) in sessions}),
-            sorted(set(swept[3]) | {customer_id}),
-            swept[1],
+            conn, tenant_id, sorted(set(swept[2])), sorted(set(swept[3]) | {customer_id}), swept[1]
         )
         distinct.run_sync(conn, distinct.FORGET_CUSTOMERS, tenant_id, [customer_id])
-        slots = len(sessions)
-        sweep = Sweep(events=events, event_items=items, session_slots=slots)
+        sweep = Sweep(events=events, event_items=items)
         conn.execute(
             "UPDATE erasure_requests SET status = 'completed', customer_id = NULL, detail = NULL, "
             "postgres_rows = postgres_rows + %s, lake_rows = %s, archive_rows = %s, "
@@ -232,7 +217,6 @@ def complete(conn: psycopg.Connection, request_id: UUID, lake: LakeErasure) -> S
             "archive_rows": lake.archive_rows,
             "swept_events": sweep.events,
             "swept_event_items": sweep.event_items,
-            "swept_session_slots": sweep.session_slots,
         },
     )
     return sweep

@@ -15,8 +15,6 @@ from include.warehouse.partitions import (
 )
 from include.warehouse.tables import ANALYTICS_TABLES
 
-ROLLUP_TABLES = ("session_slots", "activity_slots", "activity_counts")
-
 
 @dataclass(frozen=True)
 class Rotation:
@@ -24,8 +22,6 @@ class Rotation:
 
     created: dict[str, list[str]]
     dropped: dict[str, list[str]]
-    session_slots_deleted: int = 0
-    activity_rows_deleted: int = 0
 
 
 def months_back(month: Month, count: int) -> Month:
@@ -51,23 +47,14 @@ def rotate_partitions(
         for table in ANALYTICS_TABLES:
             created[table.name] = ensure_partitions(conn, table.name, coming)
             dropped[table.name] = drop_partitions_before(conn, table.name, keep_from)
-        # The rollups of the events follow the events' retention. A kept activity row may then
-        # name a deleted previous slot: it is still before any window it can be counted in.
-        cutoff = date(keep_from.year, keep_from.month, 1)
-        slots = conn.execute("DELETE FROM session_slots WHERE slot < %s", (cutoff,)).rowcount
-        activity = conn.execute("DELETE FROM activity_slots WHERE slot < %s", (cutoff,)).rowcount
-        # Counts of refreshed keys that moved elsewhere stay at 0 until here.
-        activity += conn.execute(
-            "DELETE FROM activity_counts WHERE slot < %s OR n = 0", (cutoff,)
-        ).rowcount
-    return Rotation(created, dropped, slots, activity)
+    return Rotation(created, dropped)
 
 
 def vacuum_analyze(dsn: str) -> list[str]:
-    """``VACUUM (ANALYZE)`` the analytics tables and their rollups (outside a transaction)."""
+    """``VACUUM (ANALYZE)`` the analytics tables (outside a transaction)."""
     done = []
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for name in [*(table.name for table in ANALYTICS_TABLES), *ROLLUP_TABLES]:
+        for name in [table.name for table in ANALYTICS_TABLES]:
             conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(name)))
             done.append(name)
     return done

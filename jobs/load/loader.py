@@ -10,7 +10,7 @@ and replays of a table never overlap, because they share its staging table):
    unlogged staging table, which the step empties first;
 3. **commit**: one transaction creates the monthly partitions the rows need, inserts the staged
    rows with ``ON CONFLICT DO NOTHING`` on the table's key (skipping erased customers' rows),
-   refreshes the ``session_slots`` and ``activity_slots`` rollups, and moves the watermark.
+   adds the new events to the distinct-count bitmaps, and moves the watermark.
 
 A crash before step 3 commits leaves the watermark where it was: the next load stages the same
 files again (into an emptied staging table). A crash after it leaves nothing to redo. Rows
@@ -39,7 +39,6 @@ from include.settings import Settings
 from include.warehouse import distinct
 from include.warehouse.erasure import ERASED_ROWS, FORGET_SKIPPED_EVENTS
 from include.warehouse.partitions import Month, ensure_partitions
-from include.warehouse.rollups import ACTIVITY_REFRESH, SESSION_SLOTS_UPSERT
 from include.warehouse.tables import EVENTS, AnalyticsTable
 
 if TYPE_CHECKING:
@@ -228,9 +227,6 @@ def commit(conn: psycopg.Connection, plan: LoadPlan, staged: int) -> int:
             )
         ).rowcount
         if table.name == EVENTS.name:
-            # Idempotent (an OR of flags), so a rerun over rows already loaded changes nothing.
-            conn.execute(sql.SQL(SESSION_SLOTS_UPSERT).format(keep=keep))
-            conn.execute(sql.SQL(ACTIVITY_REFRESH).format(keep=keep))
             distinct.apply_load(conn, keep)  # issue #16: distinct-count bitmaps
             conn.execute(FORGET_SKIPPED_EVENTS)
         if not plan.is_replay:

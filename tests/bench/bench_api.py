@@ -5,9 +5,8 @@ the rate limit lifted), registers 4 tenants, then in the same run:
 
 1. **Load**: ``--events`` events, written server-side (``INSERT ... SELECT FROM
    generate_series``) over the last 35 days, then what the pipeline keeps next to them, derived
-   with SQL: the speed layer (``stream_minute_metrics``, ``stream_slot_metrics``), the loader's
-   ``session_slots`` (its own statement) and ``activity_slots``/``activity_counts``; then
-   ``VACUUM ANALYZE``.
+   with SQL: the speed layer (``stream_minute_metrics``, ``stream_slot_metrics``) and the
+   distinct-count bitmaps; then ``VACUUM ANALYZE``.
 2. **Same answer**: ``/metrics`` over 30 days, hourly, must equal a plain ``GROUP BY`` over the
    raw events, bucket by bucket.
 3. **Concurrency**: ``--clients`` keep-alive clients drive ``/metrics`` (30 days, hourly, tenant
@@ -73,7 +72,7 @@ from include.tenants import register_tenant, topic_for
 from include.warehouse import distinct
 from include.warehouse.erasure import ERASED_ROWS
 from include.warehouse.partitions import Month, ensure_partitions
-from include.warehouse.rollups import ACTIVITY_REFRESH, SESSION_SLOTS_UPSERT, slot_of
+from include.warehouse.rollups import slot_of
 from include.warehouse.tables import EVENTS
 from tests.services import embedded_platform
 
@@ -173,17 +172,6 @@ LOAD_SLOT_METRICS = f"""
 INSERT INTO stream_slot_metrics (tenant_id, slot, event_type, events, amount, items)
 SELECT tenant_id, {slot_of("minute")}, event_type, sum(events), sum(amount), sum(items)
 FROM stream_minute_metrics WHERE tenant_id = %s GROUP BY 1, 2, 3
-"""
-# The activity rollup of the loaded sessions and customers, as loads keep it (migration V0006:
-# the view is its definition, refresh_activity_slots its incremental upkeep).
-LOAD_ACTIVITY_SLOTS = """
-INSERT INTO activity_slots (tenant_id, kind, key, slot, prev_slot)
-SELECT tenant_id, kind, key, slot, prev_slot FROM activity_slots_derived WHERE tenant_id = %s
-"""
-LOAD_ACTIVITY_COUNTS = """
-INSERT INTO activity_counts (tenant_id, slot, kind, prev_slot, n)
-SELECT tenant_id, slot, kind, prev_slot, count(*) FROM activity_slots WHERE tenant_id = %s
-GROUP BY 1, 2, 3, 4
 """
 
 # The loader's statement reads its staging table: a temporary view of that name over the loaded
@@ -357,27 +345,12 @@ def load(settings: Settings, events: int) -> Dataset:
     timings["events"] = time.perf_counter() - started
     derived: list[tuple[str, list[Statement]]] = [
         ("stream_minute_metrics", [(LOAD_MINUTE_METRICS, (t,)) for t in tenants]),
-        (
-            "session_slots",
-            [
-                (
-                    sql.SQL(SESSION_SLOTS_UPSERT).format(
-                        keep=sql.SQL("s.tenant_id = {}").format(sql.Literal(t))
-                    ),
-                    None,
-                )
-                for t in tenants
-            ],
-        ),
         ("stream_slot_metrics", [(LOAD_SLOT_METRICS, (t,)) for t in tenants]),
-        ("activity_slots", [(LOAD_ACTIVITY_SLOTS, (t,)) for t in tenants]),
-        ("activity_counts", [(LOAD_ACTIVITY_COUNTS, (t,)) for t in tenants]),
         (
             "vacuum_analyze",
             [
                 ("VACUUM ANALYZE events", None),
-                ("VACUUM ANALYZE stream_minute_metrics, stream_slot_metrics, session_slots", None),
-                ("VACUUM ANALYZE activity_slots, activity_counts", None),
+                ("VACUUM ANALYZE stream_minute_metrics, stream_slot_metrics", None),
             ],
         ),
     ]
@@ -407,9 +380,8 @@ def load(settings: Settings, events: int) -> Dataset:
 
 def storage(settings: Settings) -> dict[str, float]:
     """MiB on disk (table, indexes and TOAST) of the distinct-count structures and of the
-    activity rollup they replace for reads."""
-    names = ("distinct_pieces", "distinct_ids", "distinct_id_next", "activity_slots",
-             "activity_counts", "session_slots", "events")  # fmt: skip
+    events they count."""
+    names = ("distinct_pieces", "distinct_ids", "distinct_id_next", "events")
     out = {}
     with connect(settings) as conn:
         for name in names:
@@ -627,7 +599,7 @@ LATE_EVENTS = (
 def add_late_events(settings: Settings, tenant: str, anchor: datetime, count: int) -> int:
     """``count`` events that arrive late (9 days back), new and known sessions and customers,
     written as the pipeline writes them: the stream's minute and slot sums, then the load's
-    transaction (events, session slots, activity rollup, distinct-count bitmaps)."""
+    transaction (events, distinct-count bitmaps)."""
     keep = sql.SQL("NOT " + ERASED_ROWS["events"])
     with connect(settings) as conn:
         conn.execute("SET TimeZone = 'UTC'")
@@ -660,8 +632,6 @@ def add_late_events(settings: Settings, tenant: str, anchor: datetime, count: in
                 "events = m.events + excluded.events, amount = m.amount + excluded.amount, "
                 "items = m.items + excluded.items"
             )
-            conn.execute(sql.SQL(SESSION_SLOTS_UPSERT).format(keep=keep))
-            conn.execute(sql.SQL(ACTIVITY_REFRESH).format(keep=keep))
             distinct.apply_load(conn, keep)
         conn.execute("TRUNCATE load_staging_events")
         conn.commit()

@@ -65,10 +65,9 @@ def _days(first: int, end: int) -> dict[str, str]:
 WHOLE_MIX = _days(-3, 2)
 RESET = (
     "TRUNCATE stream_event_keys, stream_batches, stream_minute_metrics, stream_slot_metrics, "
-    "stream_heartbeat, stream_quarantine_counts, events, event_items, session_slots, "
-    "activity_slots, activity_counts, load_watermarks, load_runs, api_usage, erased_customers, "
-    "erased_events, erasure_requests, distinct_ids, distinct_id_next, distinct_pieces, "
-    "stream_hour_metrics"
+    "stream_heartbeat, stream_quarantine_counts, events, event_items, load_watermarks, "
+    "load_runs, api_usage, erased_customers, erased_events, erasure_requests, distinct_ids, "
+    "distinct_id_next, distinct_pieces, stream_hour_metrics"
 )
 
 
@@ -484,7 +483,7 @@ def test_every_table_with_tenant_rows_the_api_can_read_is_confined(
                 "AND 'security_invoker=true' = ANY (c.reloptions)"
             )
         }
-    assert {"events", "activity_counts", "stream_slot_metrics"} <= readable.keys()
+    assert {"events", "distinct_pieces", "stream_slot_metrics"} <= readable.keys()
     unconfined = {
         name
         for name, rls in readable.items()
@@ -563,15 +562,13 @@ def test_erasure_removes_the_customer_from_postgres_and_loads_never_bring_it_bac
     assert api.get(f"/erasures/{request['request_id']}", api.tokens[ALPHA]).status_code == 404
     assert api.get(f"/erasures/{request['request_id']}", api.admin).json()["tenant_id"] == BETA
 
-    def remaining() -> tuple[int, int, int, int]:
+    def remaining() -> tuple[int, int, int]:
         with connect(settings) as conn:
             row = conn.execute(
                 "SELECT (SELECT count(*) FROM events WHERE tenant_id = %(t)s "
                 "        AND customer_customer_id = %(c)s),"
                 " (SELECT count(*) FROM event_items i WHERE tenant_id = %(t)s AND event_id IN "
                 "        (SELECT event_id FROM erased_events WHERE tenant_id = %(t)s)),"
-                " (SELECT count(*) FROM session_slots WHERE tenant_id = %(t)s "
-                "        AND customer_id = %(c)s),"
                 " (SELECT count(*) FROM events WHERE tenant_id = %(t)s)",
                 {"t": BETA, "c": customer},
             ).fetchone()
@@ -579,8 +576,8 @@ def test_erasure_removes_the_customer_from_postgres_and_loads_never_bring_it_bac
         return row
 
     gone = remaining()
-    assert gone[:3] == (0, 0, 0)
-    assert before is not None and gone[3] == before[0] - events
+    assert gone[:2] == (0, 0)
+    assert before is not None and gone[2] == before[0] - events
     with connect(settings) as conn:
         stored = conn.execute(
             "SELECT customer_hash FROM erased_customers WHERE tenant_id = %s", (BETA,)
@@ -594,7 +591,7 @@ def test_erasure_removes_the_customer_from_postgres_and_loads_never_bring_it_bac
     load_table(spark, settings, EVENTS)
     load_table(spark, settings, EVENT_ITEMS)
     assert remaining() == gone
-    assert_activity_rollup_consistent(settings)
+    assert_distinct_bitmaps_consistent(settings)
 
     # A purchase of the erased customer that reaches the stream after the erasure (a late
     # event): neither it nor its item lines (which carry no customer id) are loaded, in
@@ -627,29 +624,9 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 
 
-ACTIVITY_DRIFT = """
-WITH kept AS (SELECT tenant_id, kind, key, slot, prev_slot FROM activity_slots),
-     derived AS (SELECT tenant_id, kind, key, slot, prev_slot FROM activity_slots_derived),
-     counted AS (SELECT tenant_id, slot, kind, prev_slot, count(*) AS n FROM kept
-                 GROUP BY 1, 2, 3, 4),
-     stored AS (SELECT tenant_id, slot, kind, prev_slot, n FROM activity_counts WHERE n <> 0)
-SELECT (SELECT count(*) FROM kept), (SELECT count(*) FROM derived),
-       (SELECT count(*) FROM (SELECT * FROM kept EXCEPT SELECT * FROM derived) a)
-     + (SELECT count(*) FROM (SELECT * FROM derived EXCEPT SELECT * FROM kept) b)
-     + (SELECT count(*) FROM (SELECT * FROM counted EXCEPT SELECT * FROM stored) c)
-     + (SELECT count(*) FROM (SELECT * FROM stored EXCEPT SELECT * FROM counted) d)
-"""
-
-
-def assert_activity_rollup_consistent(settings: Settings) -> None:
-    """``activity_slots`` (kept incrementally by loads and erasures) holds exactly what
-    ``session_slots`` implies, and ``activity_counts`` counts exactly its rows."""
-    with connect(settings) as conn:
-        row = conn.execute(ACTIVITY_DRIFT).fetchone()
-    assert row is not None
-    kept, derived, drift = row
-    assert kept == derived and kept > 0 and drift == 0, (kept, derived, drift)
-    # The distinct-count bitmaps (issue #16) equal what the loaded events imply.
+def assert_distinct_bitmaps_consistent(settings: Settings) -> None:
+    """The distinct-count bitmaps (issue #16), kept incrementally by loads and erasures, equal
+    what the loaded events imply."""
     with connect(settings) as conn:
         tenants = [t for (t,) in conn.execute("SELECT DISTINCT tenant_id FROM events")]
         for tenant in tenants:

@@ -332,11 +332,6 @@ def _insert_event(conn: psycopg.Connection, event_id: uuid.UUID, customer: str, 
             "sku, quantity, unit_price) VALUES (%s, %s, %s, %s, 'purchase', 'sku-1', 1, 9.99)",
             (PG_TENANT, event_id, line, EVENT_TIME.date()),
         )
-    conn.execute(
-        "INSERT INTO session_slots (tenant_id, slot, session_id, customer_id, purchased) "
-        "VALUES (%s, %s, %s, %s, true) ON CONFLICT DO NOTHING",
-        (PG_TENANT, EVENT_TIME, f"s-{event_id}", customer),
-    )
 
 
 def _request(conn: psycopg.Connection, customer: str, postgres_rows: int) -> uuid.UUID:
@@ -382,13 +377,13 @@ def test_completing_a_request_sweeps_late_loads_and_forgets_the_customer(
         lake = LakeErasure(4, 5, 6, 1, 7, event_ids=(str(lake_only),))
         sweep = complete(conn, request_id, lake)
 
-        assert (sweep.events, sweep.event_items, sweep.session_slots) == (1, 3, 1)
+        assert (sweep.events, sweep.event_items) == (1, 3)
         request = conn.execute(
             "SELECT status, customer_id, postgres_rows, lake_rows, archive_rows, "
             "completed_at IS NOT NULL, customer_hash FROM erasure_requests WHERE request_id = %s",
             (request_id,),
         ).fetchone()
-        assert request == ("completed", None, 5 + 5, 16, 7, True, customer_hash(erased))
+        assert request == ("completed", None, 5 + 4, 16, 7, True, customer_hash(erased))
         remembered = conn.execute(
             "SELECT event_id FROM erased_events WHERE tenant_id = %s ORDER BY event_id",
             (PG_TENANT,),
@@ -397,7 +392,8 @@ def test_completing_a_request_sweeps_late_loads_and_forgets_the_customer(
         left = conn.execute(
             "SELECT (SELECT count(*) FROM events WHERE tenant_id = %(t)s), "
             "(SELECT count(*) FROM event_items WHERE tenant_id = %(t)s), "
-            "(SELECT array_agg(DISTINCT customer_id) FROM session_slots WHERE tenant_id = %(t)s)",
+            "(SELECT array_agg(DISTINCT customer_customer_id) FROM events "
+            "WHERE tenant_id = %(t)s)",
             {"t": PG_TENANT},
         ).fetchone()
         assert left == (1, 3, [kept])
