@@ -86,9 +86,9 @@ def programs(settings: Settings, paths: StatePaths, pg_bindir: Path) -> list[Pro
         "spark.sql.shuffle.partitions=2",
         "--conf",
         f"spark.cores.max={settings.spark_cores_max}",
-        # Workers forked from a daemon that imported pyarrow and the project once.
+        # Workers forked from a daemon that imported what a load task needs, once.
         "--conf",
-        "spark.python.daemon.module=jobs.stream.worker_daemon",
+        "spark.python.daemon.module=jobs.load.worker_daemon",
         "--conf",
         f"spark.executorEnv.PYTHONPATH={REPO_ROOT}",
         "--conf",
