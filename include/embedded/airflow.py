@@ -111,6 +111,9 @@ def airflow_env(settings: Settings, paths: StatePaths) -> dict[str, str]:
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(paths.logs / "airflow"),
         # New DAG files show up within half a minute instead of five.
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        # Re-parsing the six unchanged DAG files every 30 s (the default) cost the idle platform
+        # 0.05 cores, a tenth of its budget (docs/performance.md, issue #15).
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "120",
         # The Spark provider's Spark Connect connection: where loads and replays run.
         # (A URI, not JSON: supervisord's environment values cannot hold double quotes.)
         "AIRFLOW_CONN_SPARK_CONNECT_DEFAULT": f"spark-connect://{settings.spark_connect_addr}",
