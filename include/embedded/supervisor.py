@@ -50,6 +50,21 @@ class Program:
     env: dict[str, str] = field(default_factory=dict)
 
 
+def _spark_submit(master: str, driver_memory: str) -> list[str]:
+    """``spark-submit`` of this venv with what every supervised Spark application shares."""
+    return [
+        str(Path(sys.executable).parent / "spark-submit"),
+        "--master",
+        master,
+        "--driver-memory",
+        driver_memory,
+        "--conf",
+        f"spark.pyspark.python={sys.executable}",
+        "--conf",
+        "spark.ui.enabled=false",
+    ]
+
+
 def programs(settings: Settings, paths: StatePaths, pg_bindir: Path) -> list[Program]:
     """Every service of the embedded platform, in start order."""
     tenants = ",".join(settings.demo_tenants)
@@ -58,49 +73,27 @@ def programs(settings: Settings, paths: StatePaths, pg_bindir: Path) -> list[Pro
     if settings.generator_seed is not None:
         generator += ["--seed", str(settings.generator_seed)]
     stream = [
-        str(Path(sys.executable).parent / "spark-submit"),
-        "--master",
-        settings.spark_master,
-        "--driver-memory",
-        settings.spark_driver_memory,
-        "--conf",
-        f"spark.pyspark.python={sys.executable}",
-        "--conf",
-        "spark.ui.enabled=false",
+        *_spark_submit(settings.spark_master, settings.spark_driver_memory),
         str(REPO_ROOT / "jobs" / "stream" / "job.py"),
     ]
     connect_host, _, connect_port = settings.spark_connect_addr.rpartition(":")
-    spark_connect = [
-        str(Path(sys.executable).parent / "spark-submit"),
-        "--master",
-        settings.spark_master,
-        "--driver-memory",
-        settings.spark_connect_memory,
-        "--conf",
-        f"spark.pyspark.python={sys.executable}",
-        "--conf",
-        "spark.ui.enabled=false",
-        "--conf",
-        "spark.sql.session.timeZone=UTC",
-        "--conf",
-        "spark.sql.shuffle.partitions=2",
-        "--conf",
-        f"spark.cores.max={settings.spark_cores_max}",
+    confs = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": "2",
+        "spark.cores.max": str(settings.spark_cores_max),
         # Workers forked from a daemon that imported what a load task needs, once.
-        "--conf",
-        "spark.python.daemon.module=jobs.load.worker_daemon",
-        "--conf",
-        f"spark.executorEnv.PYTHONPATH={REPO_ROOT}",
-        "--conf",
-        f"spark.connect.grpc.binding.address={connect_host}",
-        "--conf",
-        f"spark.connect.grpc.binding.port={connect_port}",
-        "--name",
-        CONNECT_APP_NAME,
-        "--class",
-        CONNECT_SERVER_CLASS,
-        "spark-internal",
+        "spark.python.daemon.module": "jobs.load.worker_daemon",
+        "spark.executorEnv.PYTHONPATH": str(REPO_ROOT),
+        "spark.connect.grpc.binding.address": connect_host,
+        "spark.connect.grpc.binding.port": connect_port,
+    }
+    spark_connect = [
+        *_spark_submit(settings.spark_master, settings.spark_connect_memory),
+        *(arg for key, value in confs.items() for arg in ("--conf", f"{key}={value}")),
+        *("--name", CONNECT_APP_NAME, "--class", CONNECT_SERVER_CLASS, "spark-internal"),
     ]
+    # Spark's Python workers run this venv's interpreter and import the project.
+    spark_env = {"PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(REPO_ROOT)}
     return [
         # SIGINT is PostgreSQL's "fast shutdown": clean, and quick.
         Program(
@@ -120,7 +113,7 @@ def programs(settings: Settings, paths: StatePaths, pg_bindir: Path) -> list[Pro
             priority=800,
             stopwaitsecs=60,
             startsecs=5,
-            env={"PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(REPO_ROOT)},
+            env=spark_env,
         ),
         # The batch work's Spark (loads, replays): one JVM for every run instead of one per
         # run. Its Python workers run the load's COPY tasks, so they import the project.
@@ -131,7 +124,7 @@ def programs(settings: Settings, paths: StatePaths, pg_bindir: Path) -> list[Pro
             priority=650,
             stopwaitsecs=30,
             startsecs=5,
-            env={"PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(REPO_ROOT)},
+            env=spark_env,
         ),
         Program(
             "api",
