@@ -54,7 +54,7 @@ status: setup ## Show what runs
 logs: setup ## Follow the services' logs (SERVICE=postgres|pulsar|generator for one)
 	@$(PY) -m include.embedded logs $(SERVICE)
 
-test: setup test-tools ## Run every test (unit, integration and end-to-end; starts its own services)
+test: setup test-tools check ## Lint and type-check, then run every test (unit, integration and end-to-end; starts its own services)
 	$(PY) -m pytest
 
 test-unit: setup ## Run the fast unit tests only

@@ -62,12 +62,16 @@ class AirflowApi:
         return response.json()
 
     def wait_for_dags(self, dag_ids: set[str], timeout_s: float = 180) -> dict[str, Any]:
-        """The DAGs, once every one of ``dag_ids`` is parsed."""
+        """The DAGs, once every one of ``dag_ids`` is parsed; raises ``TimeoutError`` if some
+        are not within ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while True:
             dags = {d["dag_id"]: d for d in self.get("/dags?limit=100")["dags"]}
-            if dag_ids <= set(dags) or time.monotonic() > deadline:
+            if dag_ids <= set(dags):
                 return dags
+            if time.monotonic() > deadline:
+                missing = sorted(dag_ids - set(dags))
+                raise TimeoutError(f"DAGs {missing} not parsed after {timeout_s:.0f} s")
             time.sleep(3)
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:

@@ -4,6 +4,7 @@ DAGs driven through the REST API against real Spark, Delta tables and PostgreSQL
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections import Counter
@@ -89,6 +90,10 @@ def test_stream_watchdog_fails_when_the_stream_stalls(live: tuple[Settings, Airf
             conn.execute("UPDATE stream_heartbeat SET updated_at = now() - interval '1 hour'")
         run_id = api.trigger("stream_watchdog")
         assert api.wait_for_run("stream_watchdog", run_id) == "failed"
+        # It failed for the reason it exists: the task's log names the stall.
+        logs = paths.logs / "airflow" / "dag_id=stream_watchdog" / f"run_id={run_id}"
+        text = "".join(p.read_text(errors="replace") for p in sorted(logs.rglob("*.log")))
+        assert "StreamUnhealthyError" in text and "stalled: messages wait on" in text, text[-3000:]
     finally:
         supervisor.ctl(paths, "start", "stream")
 
@@ -292,6 +297,37 @@ def test_live_metrics_move_as_the_generator_publishes(live: tuple[Settings, Airf
     assert other.status_code == 403
 
 
+# The characters of a customer id (include.privacy); the id is a whole token between others.
+_ID_CHARS = "A-Za-z0-9._@:+-"
+
+
+def _lake_rows_of(settings: Settings, tenant: str, customer: str) -> int:
+    """Rows naming ``customer`` in the four Delta tables, counted here from the tables: their
+    silver events, those events' bronze rows and item lines, and quarantined payloads that
+    contain the id as a whole token."""
+    lake = settings.lake_dir
+
+    def rows(table: str, partition: str, columns: list[str]) -> dict[str, list[Any]]:
+        if not (lake / table / "_delta_log").is_dir():
+            return {c: [] for c in columns}
+        data = DeltaTable(str(lake / table)).to_pyarrow_table(
+            columns=columns, filters=[(partition, "=", tenant)]
+        )
+        return {c: data.column(c).to_pylist() for c in columns}
+
+    silver = rows("silver", "tenant_id", ["event_id", "customer_customer_id"])
+    events = {
+        e for e, c in zip(silver["event_id"], silver["customer_customer_id"], strict=True)
+        if c == customer
+    }  # fmt: skip
+    bronze = sum(e in events for e in rows("bronze", "tenant_id", ["event_id"])["event_id"])
+    items = sum(e in events for e in rows("event_items", "tenant_id", ["event_id"])["event_id"])
+    token = re.compile(rf"(?<![{_ID_CHARS}]){re.escape(customer)}(?![{_ID_CHARS}])".encode())
+    payloads = rows("quarantine", "topic_tenant", ["payload"])["payload"]
+    quarantined = sum(p is not None and token.search(p) is not None for p in payloads)
+    return len(events) + bronze + items + quarantined
+
+
 def test_erasure_reaches_the_lake_through_airflow_and_a_replay_does_not_bring_it_back(
     live: tuple[Settings, AirflowApi],
 ) -> None:
@@ -328,6 +364,7 @@ def test_erasure_reaches_the_lake_through_airflow_and_a_replay_does_not_bring_it
     assert len(in_window) == summary["per_tenant"][tenant]["valid"] > 0
     customer, count = Counter(in_window).most_common(1)[0]
     assert count >= 2
+    expected_lake_rows = _lake_rows_of(settings, tenant, customer)
 
     response = _api(
         settings, "DELETE", f"/tenants/{tenant}/customers/{customer}", f"{tenant}-token"
@@ -341,7 +378,7 @@ def test_erasure_reaches_the_lake_through_airflow_and_a_replay_does_not_bring_it
             break
         time.sleep(2)
     assert status["status"] == "completed", status
-    assert status["dag_run_id"] and status["lake_rows"] >= count
+    assert status["dag_run_id"] and status["lake_rows"] == expected_lake_rows
 
     def customer_rows() -> tuple[int, int]:
         # Filter on the partition only: delta-rs reads the id column as string_view, which

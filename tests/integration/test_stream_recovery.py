@@ -52,7 +52,7 @@ def _wait_for_progress(settings: Settings, after: int, timeout_s: float = 120) -
 
 
 def test_sigkill_at_random_moments_changes_nothing() -> None:
-    rng = random.Random(int(os.environ.get("CHAOS_SEED", "1234")))
+    rng = random.Random(int(os.environ.get("LAKEHOUSE_CHAOS_SEED", "1234")))
     with embedded_platform(
         apps=("stream",), stream_max_records_per_batch=2_000, stream_trigger_seconds=1.0
     ) as settings:

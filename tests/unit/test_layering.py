@@ -1,5 +1,5 @@
 """Imports flow one way, toward include/: include imports none of the components, and no
-component imports another (STYLE.md, "Our own layering"), with one exception on purpose: a DAG
+component imports another (the README's layout paragraph), with one exception on purpose: a DAG
 task may import a job's entry function (``from jobs.<job>.job import <name>``) inside its body,
 so that the task runs the job while parsing the DAG file still imports nothing of ``jobs/``."""
 
