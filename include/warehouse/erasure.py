@@ -41,19 +41,23 @@ ERASED_ROWS: dict[str, str] = {
     ),
 }
 
-# In a load of ``events``: the staged events of erased customers (which the load skips) are
-# remembered by id, and any item lines of them already loaded are deleted. Item lines carry
-# no customer id, so without this the lines of an erased customer's event that reached the
-# lake after the erasure would be loaded.
+# First in a load's commit of ``events``: the staged events of erased customers leave the
+# staging table (so the statements after it need no filter: the customer hash is computed for
+# every staged row once, not once per statement), are remembered by id, and any item lines of
+# them already loaded are deleted. Item lines carry no customer id, so without this the lines
+# of an erased customer's event that reached the lake after the erasure would be loaded.
 FORGET_SKIPPED_EVENTS = f"""
 WITH skipped AS (
-    SELECT DISTINCT s.tenant_id, s.event_id FROM load_staging_events s
-    WHERE {ERASED_ROWS["events"]}
+    DELETE FROM load_staging_events s WHERE {ERASED_ROWS["events"]}
+    RETURNING s.tenant_id, s.event_id
+), distinct_skipped AS (
+    SELECT DISTINCT tenant_id, event_id FROM skipped
 ), remembered AS (
-    INSERT INTO erased_events (tenant_id, event_id) SELECT tenant_id, event_id FROM skipped
+    INSERT INTO erased_events (tenant_id, event_id)
+    SELECT tenant_id, event_id FROM distinct_skipped
     ON CONFLICT DO NOTHING
 )
-DELETE FROM event_items i USING skipped k
+DELETE FROM event_items i USING distinct_skipped k
 WHERE i.tenant_id = k.tenant_id AND i.event_id = k.event_id
 """
 
