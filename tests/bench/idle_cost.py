@@ -30,6 +30,7 @@ import psutil
 from include.db import connect
 from include.embedded import supervisor
 from include.embedded.paths import StatePaths
+from include.settings import Settings
 from tests.services import embedded_platform
 
 IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", "300"))
@@ -124,11 +125,11 @@ class TreeCpu:
         return dict(used)
 
 
-def _wait_warm(settings: object, paths: StatePaths, timeout_s: float = 900) -> None:
+def _wait_warm(settings: Settings, timeout_s: float = 900) -> None:
     """Until the stream committed a batch and a load_postgres run moved rows."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with connect(settings) as conn:  # type: ignore[arg-type]
+        with connect(settings) as conn:
             batches = conn.execute("SELECT count(*) FROM stream_batches").fetchone()
             loads = conn.execute("SELECT count(*) FROM load_runs").fetchone()
         if batches and batches[0] > 0 and loads and loads[0] > 0:
@@ -142,7 +143,7 @@ def measure_idle_cost(seconds: float = IDLE_SECONDS) -> dict[str, object]:
     with embedded_platform(apps=supervisor.APPS, env="dev", generator_rate=50.0) as settings:
         paths = StatePaths.under(settings.state_dir)
         print("idle cost: warming up (first batch, first load)", file=sys.stderr, flush=True)
-        _wait_warm(settings, paths)
+        _wait_warm(settings)
         root = supervisor.supervisord_pid(paths)
         assert root is not None
         programs = {p.pid: p.name for p in supervisor.process_info(paths) if p.pid}
