@@ -21,12 +21,11 @@ Offsets = dict[str, list[int]]
 
 
 def _add_sums(table: str, column: str, bucket: str) -> str:
-    """An upsert adding the fresh events' counts and sums per (tenant, ``bucket``, type)."""
+    """An upsert adding ``per_minute``'s counts and sums per (tenant, ``bucket``, type)."""
     return f"""
     INSERT INTO {table} AS m (tenant_id, {column}, event_type, events, amount, items)
-    SELECT b.tenant_id, {bucket}, b.event_type, count(*),
-           coalesce(sum(b.amount), 0), coalesce(sum(b.items), 0)
-    FROM batch_events b JOIN fresh USING (tenant_id, event_id)
+    SELECT tenant_id, {bucket}, event_type, sum(events), sum(amount), sum(items)
+    FROM per_minute
     GROUP BY 1, 2, 3
     ON CONFLICT (tenant_id, {column}, event_type) DO UPDATE SET
         events = m.events + excluded.events,
@@ -37,15 +36,22 @@ def _add_sums(table: str, column: str, bucket: str) -> str:
 
 
 # Counts a batch's events once (first sight of (tenant, event id)) into the minute and slot
-# aggregates of the speed layer; returns (new events, minute rows, slot rows).
+# aggregates of the speed layer; returns (new events, minute rows, slot rows). The fresh keys are
+# joined to the batch once, into per-minute sums; the slots add those up (sums are additive),
+# where a join per upsert sorted the batch twice more (0.25 s each per 60,000 events).
 COUNT_NEW_EVENTS_SQL = f"""
 WITH fresh AS (
     INSERT INTO stream_event_keys (tenant_id, event_id, app_id, batch_id)
     SELECT tenant_id, event_id, %(app)s, %(batch)s FROM batch_events
     ON CONFLICT DO NOTHING
     RETURNING tenant_id, event_id
-), added AS ({_add_sums("stream_minute_metrics", "minute", "b.minute")}
-), slotted AS ({_add_sums("stream_slot_metrics", "slot", slot_of("b.minute"))}
+), per_minute AS MATERIALIZED (
+    SELECT b.tenant_id, b.minute, b.event_type, count(*) AS events,
+           coalesce(sum(b.amount), 0) AS amount, coalesce(sum(b.items), 0) AS items
+    FROM batch_events b JOIN fresh USING (tenant_id, event_id)
+    GROUP BY 1, 2, 3
+), added AS ({_add_sums("stream_minute_metrics", "minute", "minute")}
+), slotted AS ({_add_sums("stream_slot_metrics", "slot", slot_of("minute"))}
 )
 SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM added),
        (SELECT count(*) FROM slotted)
@@ -161,7 +167,7 @@ def counted_keys(conn: psycopg.Connection, tenant: str, event_ids: list[str]) ->
     return {str(r[0]) for r in rows}
 
 
-def new_keys(dsn: str, app_id: str, batch_id: int) -> pa.Table:
+def new_keys(conn: psycopg.Connection, app_id: str, batch_id: int) -> pa.Table:
     """The (tenant, event id) keys batch ``batch_id`` of ``app_id`` counted first, as a table
     of two string columns (``COPY ... TO STDOUT`` read by Arrow's CSV reader, no Python row)."""
     query = (
@@ -169,9 +175,8 @@ def new_keys(dsn: str, app_id: str, batch_id: int) -> pa.Table:
         "WHERE app_id = {} AND batch_id = {}) TO STDOUT (FORMAT csv, ENCODING 'UTF8')"
     )
     data = bytearray()
-    with psycopg.connect(dsn) as conn:
-        statement = sql.SQL(query).format(sql.Literal(app_id), sql.Literal(batch_id))
-        with conn.cursor().copy(statement) as copy:
-            for chunk in copy:
-                data += chunk
+    statement = sql.SQL(query).format(sql.Literal(app_id), sql.Literal(batch_id))
+    with conn.cursor().copy(statement) as copy:
+        for chunk in copy:
+            data += chunk
     return keys_from_csv(bytes(data))

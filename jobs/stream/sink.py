@@ -165,6 +165,9 @@ class LakeSink:
         # Open Delta tables, brought up to date (only the new log entries) before every use:
         # opening one replays its whole log since the last checkpoint, several times a batch.
         self._tables: dict[str, DeltaTable] = {}
+        # One connection for the stream's life (autocommit: each step opens its own
+        # transaction); dropped after any error, so the next batch connects anew.
+        self._conn: psycopg.Connection | None = None
 
     def table(self, name: str) -> Location:
         """Where Delta table ``name`` lives."""
@@ -188,6 +191,21 @@ class LakeSink:
         return None if table is None else table.transaction_version(self.app_id)
 
     # -- PostgreSQL --------------------------------------------------------------------------
+    def _connection(self) -> psycopg.Connection:
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = self._conn = psycopg.connect(self.dsn, autocommit=True)
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        """Close the sink's PostgreSQL connection (it reconnects when used again)."""
+        self._drop_connection()
+
     def _last_offsets(self, conn: psycopg.Connection) -> dict[str, list[int]]:
         if self._offsets is None:
             self._offsets = postgres_step.last_offsets(conn)
@@ -202,7 +220,8 @@ class LakeSink:
         started: float,
     ) -> tuple[bool, int]:
         """Count the batch's new events once; return (already committed, new event count)."""
-        with psycopg.connect(self.dsn) as conn:
+        conn = self._connection()
+        try:
             done = postgres_step.committed_new_events(conn, self.app_id, batch_id)
             if done is not None:
                 return True, done
@@ -218,11 +237,18 @@ class LakeSink:
                 offsets=offsets,
                 started=started,
             )
-            self._offsets = offsets
-            return False, new_events
+        except BaseException:
+            self._drop_connection()
+            raise
+        self._offsets = offsets
+        return False, new_events
 
     def _new_keys(self, batch_id: int) -> set[tuple[str, str]] | pa.Table:
-        return postgres_step.new_keys(self.dsn, self.app_id, batch_id)
+        try:
+            return postgres_step.new_keys(self._connection(), self.app_id, batch_id)
+        except BaseException:
+            self._drop_connection()
+            raise
 
     # -- the batch -------------------------------------------------------------------------
     def plan_batch(self, summary: pa.Table, batch_id: int) -> BatchPlan:
@@ -243,7 +269,12 @@ class LakeSink:
         )
         chosen = NO_MESSAGES
         if SILVER in pending or ITEMS in pending:
-            chosen = silver_messages(valid, self._new_keys(batch_id))
+            if not skipped_pg and new_events == valid.num_rows:
+                # This very transaction found every one of the batch's distinct keys new: they
+                # are the keys it recorded, so reading them back would return all of them.
+                chosen = valid.select(MESSAGE_KEY).combine_chunks()
+            else:
+                chosen = silver_messages(valid, self._new_keys(batch_id))
         result = BatchResult(
             batch_id,
             summary.num_rows,

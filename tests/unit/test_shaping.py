@@ -253,6 +253,7 @@ class _NoPostgres(LakeSink):
         super().__init__(Path("/nonexistent"), dsn="", app_id="unit")
         self.fresh = fresh
         self.counted: pa.Table | None = None
+        self.read_back = 0
 
     def _write_postgres(
         self, valid: pa.Table, batch_id: int, table: pa.Table, quarantined: pa.Table, started: float
@@ -261,6 +262,7 @@ class _NoPostgres(LakeSink):
         return False, len(self.fresh)
 
     def _new_keys(self, batch_id: int) -> set[tuple[str, str]]:
+        self.read_back += 1
         return self.fresh
 
     def committed_version(self, name: str) -> int | None:
@@ -286,6 +288,28 @@ def test_plan_batch_chooses_what_the_row_loops_chose(seed: int) -> None:
     assert shaping.rows_of_messages(rows_valid, plan.silver_messages).equals(
         ref.rows_of_messages(rows_valid, ref.silver_messages(valid, fresh))
     )
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_batch_whose_keys_are_all_new_chooses_them_without_reading_them_back(seed: int) -> None:
+    table = _batch(seed, 1_200)
+    summary = _summary(table)
+    valid = ref.plan_valid(summary)
+    every_key = set(
+        zip(*(valid.column(n).to_pylist() for n in ("tenant_id", "event_id")), strict=True)
+    )
+    assert len(every_key) == valid.num_rows
+    sink = _NoPostgres(every_key)
+    plan = sink.plan_batch(summary, 3)
+    assert sink.read_back == 0
+    rows_valid = table.filter(pc.equal(table.column("status"), VALID))
+    assert shaping.rows_of_messages(rows_valid, plan.silver_messages).equals(
+        ref.rows_of_messages(rows_valid, ref.silver_messages(valid, every_key))
+    )
+    # One key fewer is new: the keys are read back.
+    sink = _NoPostgres(every_key - {next(iter(every_key))})
+    sink.plan_batch(summary, 3)
+    assert sink.read_back == 1
 
 
 # -- the batch's metrics and log line -------------------------------------------------------------
