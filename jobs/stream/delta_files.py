@@ -28,6 +28,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.transaction import AddAction, RemoveAction
 
 from include.lake.storage import Location
+from jobs.stream.shaping import rows_where
 
 FILES_SCHEMA = pa.schema(
     [
@@ -99,7 +100,8 @@ def write_files(
                 else pc.fill_null(pc.equal(data.column(column), value), False)
             )
             mask = test if mask is None else pc.and_(mask, test)
-        part = data.filter(mask).drop_columns(partition_by)
+        assert mask is not None
+        part = rows_where(data, mask).drop_columns(partition_by)
         values = {c: _partition_text(key[c]) for c in partition_by}
         folder = "/".join(
             f"{c}={_NULL_PARTITION if v is None else quote(v, safe='')}" for c, v in values.items()

@@ -48,6 +48,7 @@ from jobs.stream.shaping import (
     first_occurrences,
     rows_of_keys,
     rows_of_messages,
+    rows_where,
     summarize,
 )
 from jobs.stream.sink import batch_files
@@ -124,8 +125,9 @@ def land_partition(
     ``counted(tenant, event_ids)`` returns those of the tenant's event ids some batch counted."""
     rows = pa.Table.from_batches(list(validated), schema=OUTPUT_SCHEMA)
     is_valid = pc.equal(rows.column("status"), VALID)
-    valid = rows.filter(is_valid)
-    firsts = valid.take(first_occurrences(valid))
+    valid = rows_where(rows, is_valid)
+    # Only what the key lookup and the sure/maybe split read: a take copies every column.
+    firsts = valid.select([*EVENT_KEY, *MESSAGE_KEY]).take(first_occurrences(valid))
     seen = _counted_keys(firsts, counted)
     maybe = rows_of_keys(firsts, seen).select(MESSAGE_KEY)
     sure_rows = firsts.filter(

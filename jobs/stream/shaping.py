@@ -154,11 +154,20 @@ def _pair_key(table: pa.Table, first: str, second: str) -> pa.ChunkedArray | Non
     return pc.binary_join_element_wise(table.column(first), table.column(second), _SEP)
 
 
+def rows_where(rows: pa.Table, mask: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """``rows`` where ``mask`` is true (a null drops the row, as ``filter`` does): ``rows``
+    itself when that is every row. A filter copies every column, the payloads too, and a task's
+    batch is usually all valid and all new (each copy was about 30 MB per 25,000 messages)."""
+    if mask.null_count == 0 and pc.all(mask).as_py() is not False:
+        return rows
+    return rows.filter(mask)
+
+
 def _in_pairs(rows: pa.Table, values: pa.Table, pair: list[str]) -> pa.Table:
     """``rows`` whose ``pair`` columns' values are a row of ``values``, in ``rows``' order."""
     keys, wanted = _pair_key(rows, *pair), _pair_key(values, *pair)
     if keys is not None and wanted is not None:
-        return rows.filter(pc.is_in(keys, value_set=wanted.combine_chunks()))
+        return rows_where(rows, pc.is_in(keys, value_set=wanted.combine_chunks()))
     # A NUL in the data: a join on both columns (slower, same rows).
     indexed = rows.select(pair).append_column(_ROW, _row_numbers(rows.num_rows))
     kept = indexed.join(values.select(pair), pair, join_type="left semi")

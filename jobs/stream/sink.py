@@ -46,6 +46,7 @@ from jobs.stream.shaping import (
     quarantine_counts,
     quarantine_rows,
     rows_of_messages,
+    rows_where,
     silver_messages,
     silver_rows,
     summarize,
@@ -121,7 +122,7 @@ def batch_files(
     """Write the Delta files of validated ``rows`` (all of a batch, or one partition of it) for
     ``tables``; return them as ``jobs.stream.delta_files.FILES_SCHEMA`` rows, uncommitted."""
     status = rows.column("status")
-    valid = rows.filter(pc.equal(status, VALID))
+    valid = rows_where(rows, pc.equal(status, VALID))
     files = []
     if BRONZE in tables:
         files += write_files(BRONZE, bronze_rows(valid), lake / BRONZE, PARTITIONS[BRONZE])

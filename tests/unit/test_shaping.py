@@ -477,3 +477,18 @@ def test_keys_with_nul_bytes_are_not_confused() -> None:
     assert ref.silver_messages(valid, fresh) == {("t", "1:1:0"), ("u\x00", "\x001:3:0")}
     kept = shaping.rows_of_messages(valid, chosen.slice(0, 1))
     assert kept.column("message_id").to_pylist() == ["1:1:0"]
+
+
+# -- filters that copy only when they drop ---------------------------------------------------------
+@pytest.mark.parametrize(
+    "mask",
+    [[True, True, True], [True, None, True], [False, False, False], [True, False, True], []],
+)
+def test_rows_where_is_filter_and_copies_nothing_when_it_keeps_every_row(
+    mask: list[bool | None],
+) -> None:
+    rows = pa.table({"a": pa.array(range(len(mask)), pa.int64())})
+    array = pa.chunked_array([pa.array(mask, pa.bool_())], pa.bool_())
+    assert shaping.rows_where(rows, array).equals(rows.filter(array))
+    if all(m is True for m in mask):
+        assert shaping.rows_where(rows, array) is rows
