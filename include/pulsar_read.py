@@ -33,6 +33,53 @@ class StalledReadError(RuntimeError):
     """A topic read made no progress after repeated retries."""
 
 
+# Field 6 of Pulsar's ``MessageIdData`` (PulsarApi.proto): how many messages the id's batched
+# entry holds. The client sets it on every message it unpacks from a batch.
+_BATCH_SIZE_FIELD = 6
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+
+
+def batch_size_of(serialized: bytes) -> int | None:
+    """The ``batch_size`` of a serialized ``MessageIdData`` (``MessageId.serialize()``), or None
+    when it holds none (an unbatched message, or a client that does not set it)."""
+    at = 0
+    while at < len(serialized):
+        tag, at = _varint(serialized, at)
+        field, wire = tag >> 3, tag & 7
+        if wire == 0:
+            value, at = _varint(serialized, at)
+            if field == _BATCH_SIZE_FIELD:
+                return value if value > 0 else None
+        elif wire == 2:
+            length, at = _varint(serialized, at)
+            at += length
+        elif wire in (1, 5):
+            at += 8 if wire == 1 else 4
+        else:  # not a MessageIdData
+            return None
+    return None
+
+
+def _ends_its_entry(message_id: pulsar.MessageId) -> bool:
+    """Whether no message of the id's entry comes after it: an unbatched message, or the last
+    index of its batch. Reading to a whole entry then needs no wait for more of it."""
+    index = message_id.batch_index()
+    if index < 0:
+        return True
+    size = batch_size_of(message_id.serialize())
+    return size is not None and index == size - 1
+
+
 def position_of(message_id: pulsar.MessageId) -> Position:
     """The ordering key of a message id within its topic."""
     return (message_id.ledger_id(), message_id.entry_id(), message_id.batch_index())
@@ -141,7 +188,8 @@ def read_range(
                         extra={"topic": topic, "last": kept.last, "stalls": stalls},
                     )
                     break
-                position = position_of(message.message_id())
+                message_id = message.message_id()
+                position = position_of(message_id)
                 if position > end:
                     return
                 if kept.accept(position):
@@ -150,9 +198,13 @@ def read_range(
                     yield message
                 if position == end:
                     return
-                # An end id without a batch index covers its whole entry, whose size no id tells
+                # An end id without a batch index covers its whole entry: done at the entry's
+                # last message when its id tells the entry's size, else after a short pause
                 # (has_message_available() answers False inside a batch: it lost messages).
+                # Each range of a micro-batch ends so, and the pause cost every task 250 ms.
                 in_last_entry = position[:2] == end[:2]
+                if in_last_entry and _ends_its_entry(message_id):
+                    return
         finally:
             reader.close()
         if stalls >= max_stalls:
@@ -172,8 +224,9 @@ def messages_per_entry(
     """Average messages per entry over the next ``entries`` entries after ``after`` (a sample of
     the producers' batch sizes); 0 when nothing arrived in time.
 
-    Message ids carry no batch size, so admission control estimates rows from entries. Several
-    entries are sampled because a producer's first entry often holds a single message.
+    The newest message id of a topic carries no batch size, so admission control estimates rows
+    from entries. Several entries are sampled because a producer's first entry often holds a
+    single message.
     """
     start = pulsar.MessageId.earliest if after is None else message_id_at(after)
     reader = client.create_reader(
