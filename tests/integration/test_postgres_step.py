@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow.compute as pc
 import pytest
 
 from include.settings import Settings
-from include.warehouse.rollups import slot_of
+from include.warehouse.rollups import SLOT_MINUTES
 from jobs.stream import postgres_step
 from jobs.stream.shaping import SUMMARY_SCHEMA, summarize
 from tests import columnar_reference as ref
@@ -77,51 +80,35 @@ def test_metric_rows_and_fresh_keys_survive_the_trip_through_postgres(platform: 
             conn.commit()
 
 
-# The counting statement before it joined the fresh keys once (one join per upsert): the
-# oracle the faster statement is held to.
-def _sums_per_join(table: str, column: str, bucket: str) -> str:
-    return f"""
-    INSERT INTO {table} AS m (tenant_id, {column}, event_type, events, amount, items)
-    SELECT b.tenant_id, {bucket}, b.event_type, count(*),
-           coalesce(sum(b.amount), 0), coalesce(sum(b.items), 0)
-    FROM batch_events b JOIN fresh USING (tenant_id, event_id)
-    GROUP BY 1, 2, 3
-    ON CONFLICT (tenant_id, {column}, event_type) DO UPDATE SET
-        events = m.events + excluded.events,
-        amount = m.amount + excluded.amount,
-        items = m.items + excluded.items,
-        updated_at = now()
-    RETURNING 1"""
-
-
-_JOIN_PER_UPSERT_SQL = f"""
-WITH fresh AS (
-    INSERT INTO stream_event_keys (tenant_id, event_id, app_id, batch_id)
-    SELECT tenant_id, event_id, %(app)s, %(batch)s FROM batch_events
-    ON CONFLICT DO NOTHING
-    RETURNING tenant_id, event_id
-), added AS ({_sums_per_join("stream_minute_metrics", "minute", "b.minute")}
-), slotted AS ({_sums_per_join("stream_slot_metrics", "slot", slot_of("b.minute"))}
+_MINUTES_SQL = (
+    "SELECT tenant_id, minute, event_type, events, amount, items FROM stream_minute_metrics"
 )
-SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM added),
-       (SELECT count(*) FROM slotted)
-"""
-_STATE_SQL = [
-    "SELECT tenant_id, minute, event_type, events, amount, items FROM stream_minute_metrics "
-    "ORDER BY 1, 2, 3",
-    "SELECT tenant_id, slot, event_type, events, amount, items FROM stream_slot_metrics "
-    "ORDER BY 1, 2, 3",
-    "SELECT tenant_id, event_id, app_id, batch_id FROM stream_event_keys ORDER BY 1, 2",
-]
+_SLOTS_SQL = "SELECT tenant_id, slot, event_type, events, amount, items FROM stream_slot_metrics"
+
+
+def _sums(rows: list[tuple[Any, ...]]) -> Counter[tuple[Any, ...]]:
+    """(tenant, bucket, type, measure) -> value of a metric table's rows."""
+    sums: Counter[tuple[Any, ...]] = Counter()
+    for tenant, bucket, kind, events, amount, items in rows:
+        for measure, value in (("events", events), ("amount", amount), ("items", items)):
+            sums[(tenant, bucket, kind, measure)] += value
+    return sums
+
+
+def _slot(minute: datetime) -> datetime:
+    # 2000-01-01 (the slots' origin) is on the 15-minute grid of the epoch.
+    seconds = SLOT_MINUTES * 60
+    return datetime.fromtimestamp(int(minute.timestamp()) // seconds * seconds, UTC)
 
 
 @pytest.mark.parametrize("seed", [3, 11])
-def test_counting_statement_gives_what_a_join_per_upsert_gave(
+def test_the_counting_statement_counts_each_key_once_into_minutes_and_slots(
     platform: Settings, seed: int
 ) -> None:
-    """Three overlapping batches (repeated keys within and across batches, null amounts and
-    types, several minutes and slots) counted by each statement from the same state: the same
-    returned counts after every batch, the same minute and slot sums and keys at the end."""
+    """Three overlapping batches (keys repeated across batches, null amounts and item counts,
+    empty event types, many minutes and slots): what the statement returns and adds to the
+    minute and slot sums is what counting each (tenant, event id) at its first batch gives,
+    computed here in Python from the rows."""
     import psycopg
     import pyarrow as pa
 
@@ -136,23 +123,55 @@ def test_counting_statement_gives_what_a_join_per_upsert_gave(
     valid = valid.set_column(valid.schema.get_field_index("event_id"), "event_id", ids)
     third = valid.num_rows // 3
     batches = [valid.slice(0, 2 * third), valid.slice(third), valid]
+
+    seen: set[tuple[str, str]] = set()
+    expected_fresh = []
+    minutes: Counter[tuple[Any, ...]] = Counter()
+    slots: Counter[tuple[Any, ...]] = Counter()
+    for rows in batches:
+        fresh = 0
+        for row in rows.to_pylist():
+            if (row["tenant_id"], row["event_id"]) in seen:
+                continue
+            seen.add((row["tenant_id"], row["event_id"]))
+            fresh += 1
+            minute = row["event_time"].replace(second=0, microsecond=0)
+            amount, items = row["order_total_amount"] or 0, row["item_quantity"] or 0
+            for bucket, sums in ((minute, minutes), (_slot(minute), slots)):
+                key = (row["tenant_id"], bucket, row["event_type"])
+                sums[(*key, "events")] += 1
+                sums[(*key, "amount")] += amount
+                sums[(*key, "items")] += items
+        expected_fresh.append(fresh)
+    assert expected_fresh == [2 * third, valid.num_rows - 2 * third, 0]
+
     app = f"count-test-{uuid.uuid4().hex[:8]}"
-    outcomes = []
-    with psycopg.connect(platform.pg_dsn) as conn:
-        for statement in (_JOIN_PER_UPSERT_SQL, postgres_step.COUNT_NEW_EVENTS_SQL):
-            counts: list[tuple[int, int, int]] = []
-            with conn.transaction(force_rollback=True):
-                for batch_id, rows in enumerate(batches):
-                    postgres_step.copy_batch_events(conn, rows)
-                    row = conn.execute(statement, {"app": app, "batch": batch_id}).fetchone()
-                    assert row is not None
-                    counts.append((row[0], row[1], row[2]))
-                    conn.execute("DROP TABLE batch_events")
-                state = [conn.execute(q).fetchall() for q in _STATE_SQL]
-            outcomes.append((counts, state))
-    (old_counts, old_state), (new_counts, new_state) = outcomes
-    fresh = [c[0] for c in old_counts]
-    assert fresh == [2 * third, valid.num_rows - 2 * third, 0]
-    assert new_counts == old_counts
-    assert old_state[0] and old_state[1]
-    assert new_state == old_state
+    with psycopg.connect(platform.pg_dsn) as conn, conn.transaction(force_rollback=True):
+        before = (
+            _sums(conn.execute(_MINUTES_SQL).fetchall()),
+            _sums(conn.execute(_SLOTS_SQL).fetchall()),
+        )
+        returned = []
+        for batch_id, rows in enumerate(batches):
+            postgres_step.copy_batch_events(conn, rows)
+            row = conn.execute(
+                postgres_step.COUNT_NEW_EVENTS_SQL, {"app": app, "batch": batch_id}
+            ).fetchone()
+            assert row is not None
+            returned.append(row[0])
+            conn.execute("DROP TABLE batch_events")
+        after = (
+            _sums(conn.execute(_MINUTES_SQL).fetchall()),
+            _sums(conn.execute(_SLOTS_SQL).fetchall()),
+        )
+        keys = conn.execute(
+            "SELECT batch_id, count(*) FROM stream_event_keys WHERE app_id = %s GROUP BY 1",
+            (app,),
+        ).fetchall()
+    assert returned == expected_fresh
+    assert sorted(keys) == [(0, expected_fresh[0]), (1, expected_fresh[1])]
+    for (old, new), expected in zip(zip(before, after, strict=True), (minutes, slots), strict=True):
+        added = {k: v - old.get(k, 0) for k, v in new.items()}
+        assert {k: v for k, v in added.items() if v != 0} == {
+            k: v for k, v in expected.items() if v != 0
+        }
