@@ -312,8 +312,13 @@ def test_endpoint_answers_follow_the_published_data(api: Api) -> None:
     best = sorted(quantities.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
     assert [(p["sku"], p["quantity"]) for p in top["products"]] == best
 
-    time.sleep(6)  # request counts reach the database every 5 s
-    usage = api.get("/usage", api.tokens[ALPHA]).json()["tenants"]
+    # Request counts reach the database every USAGE_FLUSH_S (5 s): wait for the first flush.
+    deadline = time.monotonic() + 60
+    while True:
+        usage = api.get("/usage", api.tokens[ALPHA]).json()["tenants"]
+        if (usage and usage[0]["api_requests"] > 0) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert [u["tenant_id"] for u in usage] == [ALPHA]
     quarantined = {r: n for (t, r), n in api.ref.quarantine.items() if t == ALPHA}
     assert usage[0]["events_ingested"] == len(api.ref.silver_ids[ALPHA])
@@ -382,9 +387,9 @@ def test_hourly_outliers_are_found_against_a_trailing_baseline(
 
 
 def test_tokens_expire_are_revoked_and_never_listed_with_secrets(api: Api) -> None:
-    soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
-    created = api.call("POST", f"/tenants/{ALPHA}/tokens", api.admin,
-                       json={"role": "tenant", "expires_at": soon}).json()  # fmt: skip
+    expiry = datetime.now(UTC) + timedelta(seconds=5)
+    expiring = {"role": "tenant", "expires_at": expiry.isoformat()}
+    created = api.call("POST", f"/tenants/{ALPHA}/tokens", api.admin, json=expiring).json()
     revocable = api.call("POST", f"/tenants/{ALPHA}/tokens", api.admin,
                          json={"role": "tenant"}).json()  # fmt: skip
     assert api.get("/events", created["token"], limit=1).status_code == 200
@@ -393,7 +398,12 @@ def test_tokens_expire_are_revoked_and_never_listed_with_secrets(api: Api) -> No
     assert (
         api.call("DELETE", f"/tokens/{revocable['token_id']}", api.tokens[ALPHA]).status_code == 403
     )
-    time.sleep(2.5)
+    # The expiring token works until its time, then is refused (polled: no sleep races it).
+    deadline = time.monotonic() + 60
+    while api.get("/events", created["token"], limit=1).status_code == 200:
+        assert time.monotonic() < deadline, "the token never expired"
+        time.sleep(0.2)
+    assert datetime.now(UTC) >= expiry
     for token in (created["token"], revocable["token"]):
         refused = api.get("/events", token, limit=1)
         assert refused.status_code == 401 and "expired or revoked" in refused.json()["detail"]
