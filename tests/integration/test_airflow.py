@@ -75,6 +75,9 @@ def test_load_postgres_loads_what_the_stream_wrote(live: tuple[Settings, Airflow
     with connect(settings) as conn:
         loaded = set(conn.execute("SELECT tenant_id, event_id::text FROM events").fetchall())
     assert loaded == lake and len(lake) > 2_000
+    # And what the generator says it published: each tenant's distinct valid events.
+    per_tenant = Counter(tenant for tenant, _ in loaded)
+    assert per_tenant == {t: summary["per_tenant"][t]["valid"] for t in TENANTS.split(",")}
 
 
 def test_stream_watchdog_fails_when_the_stream_stalls(live: tuple[Settings, AirflowApi]) -> None:

@@ -4,6 +4,7 @@ PostgreSQL (the lake is written by the real streaming job first)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
@@ -66,6 +67,23 @@ def _warehouse_rows(settings: Settings) -> tuple[dict[tuple[str, str], tuple[obj
     return {(t, e): (a, c) for t, e, a, c in rows}, int(items[0])
 
 
+def _published(reference: Reference) -> tuple[dict[tuple[str, str], object], int]:
+    """What the load must end with, from the events as published (not from the lake): each
+    distinct valid event's order total (None without an order), and the number of item lines."""
+    amounts: dict[tuple[str, str], object] = {}
+    for tenant, events in reference.events.items():
+        for body in events:
+            order = body["order"]
+            amount = None if order is None else Decimal(str(order["total_amount"]))
+            amounts[(tenant, body["event_id"])] = amount
+    return amounts, sum(reference.item_rows.values())
+
+
+def _warehouse_amounts(settings: Settings) -> tuple[dict[tuple[str, str], object], int]:
+    events, items = _warehouse_rows(settings)
+    return {key: amount for key, (amount, _campaign) in events.items()}, items
+
+
 def _stream(
     spark: SparkSession,
     settings: Settings,
@@ -91,6 +109,7 @@ def test_loads_move_exactly_the_new_rows_once(spark: SparkSession, load_settings
     assert first.inserted_rows == len(lake_events) == first.staged_rows
     assert first_items.inserted_rows == lake_items
     assert _warehouse_rows(settings) == (lake_events, lake_items)
+    assert _warehouse_amounts(settings) == _published(reference)
 
     again = load_table(spark, settings, EVENTS)
     assert (again.files, again.inserted_rows) == (0, 0), "a second run moves nothing"
@@ -101,6 +120,7 @@ def test_loads_move_exactly_the_new_rows_once(spark: SparkSession, load_settings
     lake_events, lake_items = _lake_rows(settings)
     assert later.inserted_rows == len(lake_events) - first.inserted_rows > 0
     assert _warehouse_rows(settings) == (lake_events, lake_items)
+    assert _warehouse_amounts(settings) == _published(reference)
     with connect(settings) as conn:
         partitions = conn.execute(
             "SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass"
@@ -132,3 +152,4 @@ def test_a_load_interrupted_between_copy_and_commit_is_completed_by_the_next_run
     assert rerun.staged_rows == staged, "the rerun staged the same files again"
     lake_events, _ = _lake_rows(settings)
     assert _warehouse_rows(settings)[0] == lake_events
+    assert _warehouse_amounts(settings)[0] == _published(reference)[0]
