@@ -181,17 +181,23 @@ def archive_old_partitions(
         return []
     moved = []
     for partition in old_partitions(location.delta_table(), PARTITIONING[name], before):
-        # One snapshot for reading and deleting each partition: see the module docstring.
-        table = location.delta_table()
-        entry = archive_partition(table, name, partition, archive)
-        verify(entry, archive)
-        table.delete(_predicate(partition))
-        log.info(
-            "partition archived",
-            extra={"table": name, "partition": partition, "rows": entry.rows},
-        )
-        moved.append(entry)
+        moved.append(move_partition(location.delta_table(), name, partition, archive))
     return moved
+
+
+def move_partition(
+    table: DeltaTable, name: str, partition: dict[str, str], archive: Location | Path
+) -> ManifestEntry:
+    """Archive one partition at ``table``'s loaded version, verify it, then delete it from the
+    lake at that same version: a row appended since makes the delete's commit fail
+    (``CommitFailedError``), so no row is deleted that the archive does not hold."""
+    entry = archive_partition(table, name, partition, archive)
+    verify(entry, archive)
+    table.delete(_predicate(partition))
+    log.info(
+        "partition archived", extra={"table": name, "partition": partition, "rows": entry.rows}
+    )
+    return entry
 
 
 # Longer than any micro-batch takes from writing its files to committing them.

@@ -19,6 +19,9 @@ from include.lake.archive import (
     ArchiveVerificationError,
     archive_old_partitions,
     archive_partition,
+    manifest_path,
+    move_partition,
+    read_manifest,
     verify,
 )
 
@@ -50,13 +53,13 @@ def test_rows_appended_after_the_archive_was_read_are_never_deleted(tmp_path: Pa
     lake, archive = tmp_path / "lake", tmp_path / "archive"
     old = date(2026, 9, 1)
     _write(lake, _rows(["a"], [old], [1]))
-    table = DeltaTable(str(lake / "silver"))
+    table = DeltaTable(str(lake / "silver"))  # the snapshot the move reads and deletes at
     partition = {"tenant_id": "a", "event_date": "2026-09-01"}
-    archive_partition(table, "silver", partition, archive)
-    _write(lake, _rows(["a"], [old], [2]))  # a late event, after the archive's snapshot
-    # Deleting at the archived version conflicts with the append: delta-rs refuses the commit.
+    _write(lake, _rows(["a"], [old], [2]))  # a late event, after the move's snapshot
+    # The move archives the one row its snapshot holds; its delete conflicts with the append.
     with pytest.raises(CommitFailedError):
-        table.delete("tenant_id = 'a' AND event_date = '2026-09-01'")
+        move_partition(table, "silver", partition, archive)
+    assert read_manifest(manifest_path(archive, "silver", partition)).rows == 1
     lake_ids = DeltaTable(str(lake / "silver")).to_pyarrow_table().column("event_id").to_pylist()
     assert sorted(lake_ids) == [1, 2]
     # The next run archives both rows, then deletes them.
