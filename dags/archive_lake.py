@@ -25,9 +25,10 @@ from typing import Any
 
 from airflow.sdk import dag, task
 
+from include.lake.tables import LAKE_TABLES
 from include.orchestration import DEFAULT_ARGS, EVENT_ITEMS_LAKE, SILVER, START_DATE
 
-LAKE_TABLES = ["bronze", "silver", "event_items", "quarantine"]
+LAKE_TABLE_NAMES = [table.name for table in LAKE_TABLES]
 
 
 @dag(
@@ -70,7 +71,7 @@ def archive_lake() -> None:
             **maintain(settings.lake, summary["table"], settings.lake_vacuum_retention_hours),
         }
 
-    maintain.expand(summary=archive.expand(table=LAKE_TABLES))
+    maintain.expand(summary=archive.expand(table=LAKE_TABLE_NAMES))
 
 
 archive_lake()

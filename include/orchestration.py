@@ -13,6 +13,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import Asset
 
+from include.lake import tables as lake_tables
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 
@@ -25,8 +27,8 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 # The lake's tables and the warehouse's, as Airflow Assets (data-aware scheduling).
-SILVER = Asset("lakehouse://lake/silver", group="lake")
-EVENT_ITEMS_LAKE = Asset("lakehouse://lake/event_items", group="lake")
+SILVER = Asset(f"lakehouse://lake/{lake_tables.SILVER.name}", group="lake")
+EVENT_ITEMS_LAKE = Asset(f"lakehouse://lake/{lake_tables.EVENT_ITEMS.name}", group="lake")
 EVENTS_TABLE = Asset("lakehouse://postgres/events", group="warehouse")
 EVENT_ITEMS_TABLE = Asset("lakehouse://postgres/event_items", group="warehouse")
 

@@ -31,16 +31,12 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from include.lake.storage import Location, as_location
+from include.lake.tables import LAKE_TABLES
 
 log = logging.getLogger(__name__)
 
-# Partition columns of each lake table: (identity column(s)..., date column last).
-PARTITIONING: dict[str, tuple[str, ...]] = {
-    "bronze": ("tenant_id", "event_date"),
-    "silver": ("tenant_id", "event_date"),
-    "event_items": ("tenant_id", "event_date"),
-    "quarantine": ("topic_tenant", "ingest_date"),
-}
+# Partition columns of each lake table (``include.lake.tables``): tenant first, date last.
+PARTITIONING: dict[str, tuple[str, ...]] = {t.name: t.partition_by for t in LAKE_TABLES}
 ARCHIVE_FILE = "part-00000.parquet"
 
 

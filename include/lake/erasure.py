@@ -52,6 +52,7 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError
 
+from include.lake import tables
 from include.lake.archive import (
     ARCHIVE_FILE,
     PARTITIONING,
@@ -67,10 +68,10 @@ from include.tenants import validate_tenant_id
 
 log = logging.getLogger(__name__)
 
-SILVER = "silver"
-BRONZE = "bronze"
-ITEMS = "event_items"
-QUARANTINE = "quarantine"
+SILVER = tables.SILVER.name
+BRONZE = tables.BRONZE.name
+ITEMS = tables.EVENT_ITEMS.name
+QUARANTINE = tables.QUARANTINE.name
 
 # Values per IN list: keeps each predicate small enough for DataFusion to plan quickly.
 ID_CHUNK = 500

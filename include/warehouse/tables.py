@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from include.events.flatten import flat_columns, item_fields
+from include.lake import tables as lake_tables
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class AnalyticsTable:
 
 EVENTS = AnalyticsTable(
     name="events",
-    source="silver",
+    source=lake_tables.SILVER.name,
     columns=(
         *(c.name for c in flat_columns()),
         "item_count",
@@ -46,7 +47,7 @@ EVENTS = AnalyticsTable(
 
 EVENT_ITEMS = AnalyticsTable(
     name="event_items",
-    source="event_items",
+    source=lake_tables.EVENT_ITEMS.name,
     columns=(
         "tenant_id",
         "event_id",

@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from include.events.flatten import v2_only_columns
+from include.lake import tables as lake_tables
 from include.lake.storage import Location
 from jobs.stream.delta_files import FILES_SCHEMA, write_files
 from jobs.stream.postgres_step import counted_keys
@@ -69,8 +70,8 @@ LANDED_SCHEMA = pa.schema(
     [pa.field(_FILE_PREFIX + f.name, f.type, nullable=True) for f in FILES_SCHEMA]
     + [pa.field(_FILE_PREFIX + "sure", pa.bool_()), pa.field(_SUMMARY, pa.binary())]
 )
-_SILVER, _ITEMS = "silver", "event_items"
-_GROUP = ["tenant_id", "event_date"]
+_SILVER, _ITEMS = lake_tables.SILVER.name, lake_tables.EVENT_ITEMS.name
+_GROUP = list(lake_tables.SILVER.partition_by)
 
 
 @dataclass(frozen=True)

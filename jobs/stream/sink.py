@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 
+from include.lake import tables as lake_tables
 from include.lake.storage import Location, as_location
 from jobs.stream import postgres_step
 from jobs.stream.delta_files import commit_files, write_files
@@ -74,17 +75,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BRONZE = "bronze"
-SILVER = "silver"
-ITEMS = "event_items"
-QUARANTINE = "quarantine"
-TABLES = (BRONZE, SILVER, ITEMS, QUARANTINE)
-PARTITIONS = {
-    BRONZE: ["tenant_id", "event_date"],
-    SILVER: ["tenant_id", "event_date"],
-    ITEMS: ["tenant_id", "event_date"],
-    QUARANTINE: ["topic_tenant", "ingest_date"],
-}
+BRONZE = lake_tables.BRONZE.name
+SILVER = lake_tables.SILVER.name
+ITEMS = lake_tables.EVENT_ITEMS.name
+QUARANTINE = lake_tables.QUARANTINE.name
+TABLES = tuple(t.name for t in lake_tables.LAKE_TABLES)
+PARTITIONS = {t.name: list(t.partition_by) for t in lake_tables.LAKE_TABLES}
 _BUILD = {BRONZE: bronze_rows, SILVER: silver_rows, ITEMS: item_rows, QUARANTINE: quarantine_rows}
 NO_MESSAGES = pa.schema([OUTPUT_SCHEMA.field(n) for n in MESSAGE_KEY]).empty_table()
 
