@@ -70,14 +70,13 @@ def batch_size_of(serialized: bytes) -> int | None:
     return None
 
 
-def _ends_its_entry(message_id: pulsar.MessageId) -> bool:
-    """Whether no message of the id's entry comes after it: an unbatched message, or the last
-    index of its batch. Reading to a whole entry then needs no wait for more of it."""
-    index = message_id.batch_index()
-    if index < 0:
-        return True
+def _last_index_of_entry(message_id: pulsar.MessageId) -> int | None:
+    """The batch index of the last message of the id's entry (-1 for an unbatched message), or
+    None when the id does not tell. Reading to a whole entry needs no wait past that index."""
+    if message_id.batch_index() < 0:
+        return -1
     size = batch_size_of(message_id.serialize())
-    return size is not None and index == size - 1
+    return None if size is None else size - 1
 
 
 def position_of(message_id: pulsar.MessageId) -> Position:
@@ -166,6 +165,7 @@ def read_range(
     resume = after  # a real position to start the next reader after
     stalls = 0
     in_last_entry = False
+    last_index: int | None = None  # of the last entry's messages, once its size is known
     while kept.last is None or kept.last < end:
         start = pulsar.MessageId.earliest if resume is None else message_id_at(resume)
         reader = client.create_reader(
@@ -203,8 +203,11 @@ def read_range(
                 # (has_message_available() answers False inside a batch: it lost messages).
                 # Each range of a micro-batch ends so, and the pause cost every task 250 ms.
                 in_last_entry = position[:2] == end[:2]
-                if in_last_entry and _ends_its_entry(message_id):
-                    return
+                if in_last_entry:
+                    if last_index is None:  # once per read, not per message of the entry
+                        last_index = _last_index_of_entry(message_id)
+                    if last_index is not None and position[2] >= last_index:
+                        return
         finally:
             reader.close()
         if stalls >= max_stalls:

@@ -143,7 +143,7 @@ def _tenant_rows(table: DeltaTable, name: str, tenant_id: str, columns: list[str
     over such a mix (no ``equal`` kernel for string and string_view); the scan's own projection
     converts both to the table's schema."""
     dataset = table.to_pyarrow_dataset(
-        file_pruning_predicate=[(PARTITIONING[name][0], "=", tenant_id)]
+        file_pruning_predicate=[(tables.BY_NAME[name].tenant_column, "=", tenant_id)]
     )
     return dataset.to_table(columns=columns)
 
@@ -176,10 +176,11 @@ def archived_files(
 ) -> list[tuple[dict[str, str], Location]]:
     """``(partition, file)`` of every archived file of ``tenant_id``'s partitions of ``name``."""
     columns = PARTITIONING[name]
-    tenant_dir = as_location(archive) / f"{name}/{columns[0]}={tenant_id}"
+    tenant_column = tables.BY_NAME[name].tenant_column
+    tenant_dir = as_location(archive) / f"{name}/{tenant_column}={tenant_id}"
     found = []
     for relative, _size in tenant_dir.files(ARCHIVE_FILE):
-        partition = {columns[0]: tenant_id, **partition_values(relative)}
+        partition = {tenant_column: tenant_id, **partition_values(relative)}
         if list(partition) != list(columns) or relative.count("/") != len(columns) - 1:
             raise ValueError(f"unexpected archive file {tenant_dir / relative}")
         found.append((partition, tenant_dir / relative))

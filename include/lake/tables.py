@@ -17,24 +17,22 @@ class LakeTable:
     name: str
     # Hive-style partition columns: the tenant column first, a date column last.
     partition_by: tuple[str, ...]
-    # Whose rows these are: a tenant's partitions are ``<tenant_column>=<tenant id>``.
-    tenant_column: str
     # The columns that tell one row from another.
     key: tuple[str, ...]
 
+    @property
+    def tenant_column(self) -> str:
+        """Whose rows these are: a tenant's partitions are ``<tenant_column>=<tenant id>``."""
+        return self.partition_by[0]
 
-BRONZE = LakeTable("bronze", ("tenant_id", "event_date"), "tenant_id", ("topic", "message_id"))
-SILVER = LakeTable("silver", ("tenant_id", "event_date"), "tenant_id", ("tenant_id", "event_id"))
+
+BRONZE = LakeTable("bronze", ("tenant_id", "event_date"), ("topic", "message_id"))
+SILVER = LakeTable("silver", ("tenant_id", "event_date"), ("tenant_id", "event_id"))
 EVENT_ITEMS = LakeTable(
-    "event_items",
-    ("tenant_id", "event_date"),
-    "tenant_id",
-    ("tenant_id", "event_id", "line_number"),
+    "event_items", ("tenant_id", "event_date"), ("tenant_id", "event_id", "line_number")
 )
 # Quarantined messages belong to the tenant of the topic they came on (a payload may name none).
-QUARANTINE = LakeTable(
-    "quarantine", ("topic_tenant", "ingest_date"), "topic_tenant", ("topic", "message_id")
-)
+QUARANTINE = LakeTable("quarantine", ("topic_tenant", "ingest_date"), ("topic", "message_id"))
 
 LAKE_TABLES: tuple[LakeTable, ...] = (BRONZE, SILVER, EVENT_ITEMS, QUARANTINE)
 BY_NAME: dict[str, LakeTable] = {table.name: table for table in LAKE_TABLES}

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from include.lake.archive import PARTITIONING
 from include.lake.storage import Location, as_location, partition_values
+from include.lake.tables import BY_NAME
 
 
 def stored_bytes(lake: Location | Path, archive: Location | Path) -> dict[str, dict[str, int]]:
@@ -18,8 +18,8 @@ def stored_bytes(lake: Location | Path, archive: Location | Path) -> dict[str, d
     yet vacuumed are not billed); archive figures count the Parquet files stored.
     """
     usage: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for table, columns in PARTITIONING.items():
-        tenant_column = columns[0]
+    for table, spec in BY_NAME.items():
+        tenant_column = spec.tenant_column
         location = as_location(lake) / table
         if location.is_delta_table():
             actions = pa.table(location.delta_table().get_add_actions(flatten=True))

@@ -38,7 +38,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from include.events.flatten import v2_only_columns
-from include.lake import tables as lake_tables
 from include.lake.storage import Location
 from jobs.stream.delta_files import FILES_SCHEMA, write_files
 from jobs.stream.postgres_step import counted_keys
@@ -52,7 +51,9 @@ from jobs.stream.shaping import (
     rows_where,
     summarize,
 )
-from jobs.stream.sink import batch_files
+from jobs.stream.sink import ITEMS as _ITEMS
+from jobs.stream.sink import PARTITIONS, batch_files
+from jobs.stream.sink import SILVER as _SILVER
 from jobs.stream.validate import OUTPUT_SCHEMA, VALID
 
 log = logging.getLogger("jobs.stream")
@@ -70,8 +71,7 @@ LANDED_SCHEMA = pa.schema(
     [pa.field(_FILE_PREFIX + f.name, f.type, nullable=True) for f in FILES_SCHEMA]
     + [pa.field(_FILE_PREFIX + "sure", pa.bool_()), pa.field(_SUMMARY, pa.binary())]
 )
-_SILVER, _ITEMS = lake_tables.SILVER.name, lake_tables.EVENT_ITEMS.name
-_GROUP = list(lake_tables.SILVER.partition_by)
+_GROUP = PARTITIONS[_SILVER]
 
 
 @dataclass(frozen=True)

@@ -199,10 +199,6 @@ class LakeSink:
         if conn is not None:
             conn.close()
 
-    def close(self) -> None:
-        """Close the sink's PostgreSQL connection (it reconnects when used again)."""
-        self._drop_connection()
-
     def _last_offsets(self, conn: psycopg.Connection) -> dict[str, list[int]]:
         if self._offsets is None:
             self._offsets = postgres_step.last_offsets(conn)

@@ -21,7 +21,6 @@ _ROWS = {
 def test_each_tables_partition_tenant_and_key_columns_are_written(table: LakeTable) -> None:
     written = set(_ROWS[table.name](OUTPUT_SCHEMA.empty_table()).schema.names)
     assert set(table.partition_by) | set(table.key) <= written
-    assert table.partition_by[0] == table.tenant_column
     assert table.partition_by[-1].endswith("_date")
 
 
