@@ -101,11 +101,13 @@ def count_batch(
     table: pa.Table,
     quarantined: pa.Table,
     offsets: Offsets,
+    entry_sizes: dict[str, list[int]],
     started: float,
 ) -> int:
     """In one transaction: count ``valid``'s new events (its rows distinct by event key), record
     the batch with its end ``offsets``, add its quarantine counts, beat the heartbeat; return
-    the new event count."""
+    the new event count. ``entry_sizes`` (per topic, messages and entries read) goes with the
+    batch's record for the source to size its next batch by."""
     with conn.transaction():
         copy_batch_events(conn, valid)
         new_events = conn.execute(
@@ -115,7 +117,8 @@ def count_batch(
         assert new_events is not None
         conn.execute(
             "INSERT INTO stream_batches (app_id, batch_id, input_rows, valid_rows, "
-            "new_events, quarantined_rows, end_offset) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            "new_events, quarantined_rows, end_offset, entry_sizes) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 app_id,
                 batch_id,
@@ -124,6 +127,7 @@ def count_batch(
                 new_events[0],
                 quarantined.num_rows,
                 orjson.dumps(offsets).decode(),
+                orjson.dumps(entry_sizes).decode(),
             ),
         )
         conn.cursor().executemany(

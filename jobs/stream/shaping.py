@@ -92,11 +92,7 @@ def end_offsets(table: pa.Table, previous: dict[str, list[int]]) -> dict[str, li
     offsets = dict(previous)
     if table.num_rows == 0:
         return offsets
-    parts = pc.split_pattern(table.column("message_id"), ":")
-    if not pc.all(pc.equal(pc.list_value_length(parts), 3)).as_py():
-        raise ValueError("a message id is not ledger:entry:batch")
-    ledger, entry, batch = (pc.list_element(parts, i).cast(pa.int64()) for i in range(3))
-    del batch  # parsed (a malformed one raises, as before), not recorded
+    ledger, entry = _entry_positions(table)
     topic = table.column("topic")
     newest_ledger = (
         pa.table({"topic": topic, "ledger": ledger})
@@ -118,6 +114,36 @@ def end_offsets(table: pa.Table, previous: dict[str, list[int]]) -> dict[str, li
         if name not in offsets or position > offsets[name]:
             offsets[name] = position
     return offsets
+
+
+def _entry_positions(table: pa.Table) -> tuple[pa.Array, pa.Array]:
+    """Each row's ledger and entry, parsed from its ``ledger:entry:batch`` message id (the batch
+    index is checked, not returned)."""
+    parts = pc.split_pattern(table.column("message_id"), ":")
+    if not pc.all(pc.equal(pc.list_value_length(parts), 3)).as_py():
+        raise ValueError("a message id is not ledger:entry:batch")
+    ledger, entry, _ = (pc.list_element(parts, i).cast(pa.int64()) for i in range(3))
+    return ledger, entry
+
+
+def entry_sizes(table: pa.Table) -> dict[str, list[int]]:
+    """Per topic of a batch's rows: ``[messages, entries]``, the messages it read and the
+    distinct Pulsar entries they came in (what the source sizes its next batch from)."""
+    if table.num_rows == 0:
+        return {}
+    ledger, entry = _entry_positions(table)
+    per_entry = (
+        pa.table({"topic": table.column("topic"), "ledger": ledger, "entry": entry})
+        .group_by(["topic", "ledger", "entry"], use_threads=False)
+        .aggregate([([], "count_all")])
+    )
+    per_topic = per_entry.group_by("topic", use_threads=False).aggregate(
+        [("count_all", "sum"), ([], "count_all")]
+    )
+    return {
+        row["topic"]: [row["count_all_sum"], row["count_all"]]
+        for row in per_topic.to_pylist()  # one per topic
+    }
 
 
 def _keys_table(keys: set[tuple[str, str]] | pa.Table) -> pa.Table:

@@ -42,6 +42,7 @@ from jobs.stream.shaping import (
     SUMMARY_SCHEMA,
     bronze_rows,
     end_offsets,
+    entry_sizes,
     first_occurrences,
     item_rows,
     quarantine_counts,
@@ -228,6 +229,7 @@ class LakeSink:
                 table=table,
                 quarantined=quarantined,
                 offsets=offsets,
+                entry_sizes=entry_sizes(table),
                 started=started,
             )
         except BaseException:

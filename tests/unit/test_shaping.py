@@ -152,6 +152,33 @@ def test_end_offsets_refuse_a_malformed_message_id() -> None:
         shaping.end_offsets(pa.table({"topic": ["a"], "message_id": ["1:x:0"]}), {})
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("rows", SIZES)
+def test_entry_sizes_count_messages_and_distinct_entries(seed: int, rows: int) -> None:
+    summary = _summary(_batch(seed, rows))
+    expected: dict[str, tuple[int, set[tuple[int, int]]]] = {}
+    for topic, message_id in zip(
+        summary.column("topic").to_pylist(), summary.column("message_id").to_pylist(), strict=True
+    ):
+        ledger, entry, _ = (int(part) for part in message_id.split(":"))
+        messages, entries = expected.get(topic, (0, set()))
+        entries.add((ledger, entry))
+        expected[topic] = (messages + 1, entries)
+    assert shaping.entry_sizes(summary) == {
+        topic: [messages, len(entries)] for topic, (messages, entries) in expected.items()
+    }
+
+
+def test_entry_sizes_tell_entries_of_other_ledgers_apart() -> None:
+    table = pa.table(
+        {
+            "topic": ["a", "a", "a", "a", "b"],
+            "message_id": ["1:5:0", "1:5:1", "2:5:0", "1:6:-1", "1:5:0"],
+        }
+    )
+    assert shaping.entry_sizes(table) == {"a": [4, 3], "b": [1, 1]}
+
+
 # -- the minute-metric rows (COPY batch_events) ---------------------------------------------------
 _FIELD = re.compile(r'"((?:[^"]|"")*)"|([^,\n]*)')
 
