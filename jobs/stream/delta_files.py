@@ -1,10 +1,11 @@
 """Delta data files written in one place and committed in another.
 
 The stream's executors write the Parquet files of a micro-batch where its rows are and return
-what a commit needs of each file (``FILES_SCHEMA``: path, size, partition values, statistics,
-Arrow schema); the driver commits each table's files once, with the batch's app transaction
-(``DeltaTable.create_write_transaction``, the delta-rs API for files written outside it). Repair
-and the tests write the files on the driver through the same two functions.
+what a commit needs of each file (``jobs.stream.landing_schema.FILES_SCHEMA``: path, size,
+partition values, statistics, Arrow schema); the driver commits each table's files once, with
+the batch's app transaction (``DeltaTable.create_write_transaction``, the delta-rs API for files
+written outside it). Repair and the tests write the files on the driver through the same two
+functions.
 
 A file written by an attempt that never committed (the job died between the two steps, or the
 table already held the batch when a replay's commit came) belongs to no version of the table:
@@ -30,17 +31,6 @@ from deltalake.transaction import AddAction, RemoveAction
 from include.lake.storage import Location
 from jobs.stream.shaping import rows_where
 
-FILES_SCHEMA = pa.schema(
-    [
-        ("table", pa.string()),
-        ("path", pa.string()),
-        ("size", pa.int64()),
-        ("partition_values", pa.string()),
-        ("num_records", pa.int64()),
-        ("stats", pa.string()),
-        ("schema", pa.binary()),
-    ]
-)
 _NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 # Longer strings get no min/max (Delta truncates them; a truncated max is no upper bound).
 _MAX_STAT_STRING = 32

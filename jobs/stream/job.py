@@ -24,7 +24,8 @@ from pyspark.sql.streaming.query import StreamingQuery
 from include.lake.storage import Location, as_location
 from include.settings import Settings
 from jobs.stream import metrics
-from jobs.stream.landing import Landing, settle_candidates, split_landed
+from jobs.stream.landing import settle_candidates, split_landed
+from jobs.stream.landing_schema import Landing
 from jobs.stream.pulsar_source import landing_source
 from jobs.stream.repair import repair_unfinished_batches
 from jobs.stream.shaping import batch_figures

@@ -29,7 +29,7 @@ import os
 import posixpath
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -39,7 +39,8 @@ import pyarrow.parquet as pq
 
 from include.events.flatten import v2_only_columns
 from include.lake.storage import Location
-from jobs.stream.delta_files import FILES_SCHEMA, write_files
+from jobs.stream.delta_files import write_files
+from jobs.stream.landing_schema import FILE_PREFIX, FILES_SCHEMA, LANDED_SCHEMA, SUMMARY_COLUMN
 from jobs.stream.postgres_step import counted_keys
 from jobs.stream.shaping import (
     EVENT_KEY,
@@ -58,29 +59,10 @@ from jobs.stream.validate import OUTPUT_SCHEMA, VALID
 
 log = logging.getLogger("jobs.stream")
 
-_FILE_PREFIX = "file_"
 _SURE = "landed_sure"
-_SUMMARY = "summary"
 # The summary rows of a task, with whether each went to a sure file.
 TASK_SUMMARY_SCHEMA = pa.schema([*SUMMARY_SCHEMA, pa.field(_SURE, pa.bool_())])
-# What a landed partition yields: one row per file it wrote (``file_sure`` tells sure files
-# from maybe files), then one row whose ``summary`` is its summary rows as one Arrow IPC stream.
-# One value per task instead of a row per message: the JVM copies bytes instead of converting
-# every message's columns to its rows and back (0.8 s of JVM CPU per 20,000 events before).
-LANDED_SCHEMA = pa.schema(
-    [pa.field(_FILE_PREFIX + f.name, f.type, nullable=True) for f in FILES_SCHEMA]
-    + [pa.field(_FILE_PREFIX + "sure", pa.bool_()), pa.field(_SUMMARY, pa.binary())]
-)
 _GROUP = PARTITIONS[_SILVER]
-
-
-@dataclass(frozen=True)
-class Landing:
-    """Where a partition task lands its rows: the lake, and the PostgreSQL database whose
-    ``stream_event_keys`` it looks its keys up in. Travels inside the pickled partition."""
-
-    lake: Location
-    dsn: str = field(repr=False)
 
 
 # One PostgreSQL connection per Python worker process, like the Pulsar client.
@@ -163,15 +145,15 @@ def land_partition(
     with pa.ipc.new_stream(sink, TASK_SUMMARY_SCHEMA) as stream:
         stream.write_table(summary)
     described = pa.RecordBatch.from_pylist([f for _, f in files], schema=FILES_SCHEMA)
-    described = described.rename_columns([_FILE_PREFIX + n for n in FILES_SCHEMA.names])
+    described = described.rename_columns([FILE_PREFIX + n for n in FILES_SCHEMA.names])
     described = described.append_column(
-        _FILE_PREFIX + "sure", pa.array([kind for kind, _ in files], pa.bool_())
+        FILE_PREFIX + "sure", pa.array([kind for kind, _ in files], pa.bool_())
     )
     yield _with_nulls(described, described.schema.names)
     packed = pa.RecordBatch.from_arrays(
-        [pa.array([sink.getvalue().to_pybytes()], pa.binary())], names=[_SUMMARY]
+        [pa.array([sink.getvalue().to_pybytes()], pa.binary())], names=[SUMMARY_COLUMN]
     )
-    yield _with_nulls(packed, [_SUMMARY])
+    yield _with_nulls(packed, [SUMMARY_COLUMN])
 
 
 def _message_text(rows: pa.Table | pa.RecordBatch) -> pa.Array:
@@ -205,16 +187,16 @@ class Landed:
 
 def split_landed(landed: pa.Table) -> Landed:
     """A collected ``LANDED_SCHEMA`` table as a ``Landed`` (the summaries in task order)."""
-    is_file = pc.is_valid(landed.column(_FILE_PREFIX + "path"))
+    is_file = pc.is_valid(landed.column(FILE_PREFIX + "path"))
     parts = [
         pa.ipc.open_stream(data).read_all()
-        for data in landed.column(_SUMMARY).drop_null().to_pylist()
+        for data in landed.column(SUMMARY_COLUMN).drop_null().to_pylist()
     ]
     rows = pa.concat_tables(parts) if parts else TASK_SUMMARY_SCHEMA.empty_table()
     summary = rows.select(SUMMARY_SCHEMA.names)
     sure = rows.column(_SURE).combine_chunks()
     names = [*FILES_SCHEMA.names, "sure"]
-    files = landed.filter(is_file).select([_FILE_PREFIX + n for n in names])
+    files = landed.filter(is_file).select([FILE_PREFIX + n for n in names])
     return Landed(summary, sure, files.rename_columns(names).to_pylist())
 
 

@@ -38,11 +38,9 @@ import pyarrow.compute as pc
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows
 
-from include.pulsar_client import pulsar_client
-
 if TYPE_CHECKING:
     from include.settings import Settings
-    from jobs.stream.landing import Landing
+    from jobs.stream.landing_schema import Landing
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +131,11 @@ def read_partition(part: TopicRange) -> Iterator[pa.RecordBatch]:
         return validated
     from jobs.stream.landing import counted_in, land_partition
     from jobs.stream.sink import TABLES
+    from jobs.stream.worker_gc import returning_freed_memory
 
-    return land_partition(validated, part.landing.lake, TABLES, counted_in(part.landing.dsn))
+    return returning_freed_memory(
+        land_partition(validated, part.landing.lake, TABLES, counted_in(part.landing.dsn))
+    )
 
 
 def _validated(raw: Iterator[pa.RecordBatch], validation: Validation) -> Iterator[pa.RecordBatch]:
@@ -164,6 +165,8 @@ def _worker_client(service_url: str, auth_token: str | None) -> Any:
     key = (service_url, auth_token)
     client = _CLIENTS.get(key)
     if client is None:
+        from include.pulsar_client import pulsar_client
+
         client = _CLIENTS[key] = pulsar_client(service_url, auth_token)
     return client
 
@@ -262,6 +265,8 @@ class PulsarStreamReader(DataSourceStreamReader):
     def _pulsar(self) -> Any:
 
         if self._client is None:
+            from include.pulsar_client import pulsar_client
+
             self._client = pulsar_client(self._service_url, self._settings.pulsar_token)
         return self._client
 
@@ -492,7 +497,7 @@ class PulsarDataSource(DataSource):
         if self.landing is not None:
             from pyspark.sql.pandas.types import from_arrow_schema
 
-            from jobs.stream.landing import LANDED_SCHEMA
+            from jobs.stream.landing_schema import LANDED_SCHEMA
 
             return from_arrow_schema(LANDED_SCHEMA)
         if options.get("validate", "false").lower() == "true":

@@ -117,7 +117,7 @@ def batch_files(
     silver_messages: pa.Table,
 ) -> list[dict[str, Any]]:
     """Write the Delta files of validated ``rows`` (all of a batch, or one partition of it) for
-    ``tables``; return them as ``jobs.stream.delta_files.FILES_SCHEMA`` rows, uncommitted."""
+    ``tables``; return them as ``jobs.stream.landing_schema.FILES_SCHEMA`` rows, uncommitted."""
     status = rows.column("status")
     valid = rows_where(rows, pc.equal(status, VALID))
     files = []
