@@ -1,7 +1,10 @@
-"""A private PostgreSQL cluster in the state directory: initdb once, then a server command."""
+"""A private PostgreSQL cluster in the state directory (or, as root, wherever its OS user can
+reach it): initdb once, then a server command."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
 import pwd
@@ -47,20 +50,89 @@ def _hand_to_os_user(path: Path, settings: Settings) -> None:
         os.chown(path, user.pw_uid, user.pw_gid)
 
 
+def fallback_home(settings: Settings, paths: StatePaths) -> Path:
+    """The folder under ``pg_fallback_dir`` for this state directory's cluster: one per state
+    directory, named by a hash of its absolute path so two checkouts never share one."""
+    digest = hashlib.sha256(str(paths.root).encode()).hexdigest()[:16]
+    return settings.pg_fallback_dir / digest
+
+
+def data_dir(settings: Settings, paths: StatePaths) -> Path:
+    """The cluster folder of this state directory.
+
+    ``<state dir>/postgres``, unless we are root and ``pg_os_user`` cannot traverse the state
+    directory (a checkout in a private home folder, as root's own is): PostgreSQL refuses to
+    run as root, and changing the modes of someone's folders behind their back is not ours to
+    do, so the cluster goes to ``<pg_fallback_dir>/<hash>/postgres`` instead. A cluster that
+    exists is used where it is: a state directory that worked keeps its data and its layout.
+    """
+    in_state = paths.pg_data
+    if os.geteuid() != 0 or (in_state / "PG_VERSION").exists():
+        return in_state
+    relocated = fallback_home(settings, paths) / "postgres"
+    if (relocated / "PG_VERSION").exists() or not _os_user_can_traverse(paths.root, settings):
+        return relocated
+    return in_state
+
+
+def _os_user_can_traverse(path: Path, settings: Settings) -> bool:
+    # test(1) run as that user answers for its uid, groups and any ACL, folder by folder.
+    probe = [*privilege_prefix(settings), "test", "-x", str(path)]
+    return subprocess.run(probe, check=False).returncode == 0
+
+
+def _make_fallback_home(settings: Settings, paths: StatePaths) -> Path:
+    base = settings.pg_fallback_dir
+    if not base.exists():
+        base.mkdir(parents=True)
+        # Whatever the umask: the OS user must traverse it to reach its own folder inside.
+        base.chmod(0o755)
+    home = fallback_home(settings, paths)
+    home.mkdir(mode=0o700, exist_ok=True)
+    _hand_to_os_user(home, settings)
+    # Which state directory this folder serves, for an operator looking at the hashes.
+    (home / "state-dir").write_text(f"{paths.root}\n", encoding="utf-8")
+    return home
+
+
 def ensure_cluster(settings: Settings, paths: StatePaths, bindir: Path) -> bool:
     """Run initdb unless the cluster exists; return whether it was created now."""
-    data = paths.pg_data
+    data = data_dir(settings, paths)
+    prefix = privilege_prefix(settings)
+    user = settings.pg_os_user
     if (data / "PG_VERSION").exists():
+        if prefix and not _os_user_can_traverse(data, settings):
+            hint = ""
+            if data == paths.pg_data:
+                target = fallback_home(settings, paths) / "postgres"
+                hint = f", or move it out: mkdir -p {target.parent} && mv {data} {target}"
+            raise PermissionError(
+                f"PostgreSQL runs as OS user {user}, who cannot reach the existing cluster "
+                f"{data}; let {user} traverse the folders above it{hint}"
+            )
         return False
+    if data != paths.pg_data:
+        _make_fallback_home(settings, paths)
+        # An empty folder left by an earlier start that stopped at this very permission.
+        with contextlib.suppress(OSError):
+            paths.pg_data.rmdir()
+        log.info(
+            "postgres cluster outside the state directory",
+            extra={
+                "pgdata": str(data),
+                "state_dir": str(paths.root),
+                "reason": f"OS user {user} cannot traverse the state directory",
+            },
+        )
     data.mkdir(mode=0o700, parents=True, exist_ok=True)
     _hand_to_os_user(data, settings)
-    prefix = privilege_prefix(settings)
     if prefix and subprocess.run([*prefix, "test", "-w", str(data)], check=False).returncode:
         raise PermissionError(
-            f"PostgreSQL runs as OS user {settings.pg_os_user}, who cannot reach {data}; "
-            "set LAKEHOUSE_STATE_DIR to a folder that user can traverse (e.g. under /var/tmp)"
+            f"PostgreSQL runs as OS user {user}, who cannot write {data}; let {user} "
+            "traverse the folders above it, or set LAKEHOUSE_PG_FALLBACK_DIR to a folder it can"
         )
-    with tempfile.NamedTemporaryFile("w", dir=paths.run, delete=False) as pwfile:
+    # Next to the cluster: its OS user can reach that folder, maybe not the state directory.
+    with tempfile.NamedTemporaryFile("w", dir=data.parent, delete=False) as pwfile:
         pwfile.write(settings.pg_password.get_secret_value() + "\n")
     pwpath = Path(pwfile.name)
     try:
@@ -98,7 +170,7 @@ def server_command(settings: Settings, paths: StatePaths, bindir: Path) -> list[
         *privilege_prefix(settings),
         str(bindir / "postgres"),
         "-D",
-        str(paths.pg_data),
+        str(data_dir(settings, paths)),
         "-p",
         str(settings.pg_port),
         "-c",
