@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-# Unix socket paths are limited to 107 bytes on Linux.
-_MAX_SOCKET_PATH = 107
+# Unix socket paths are limited to 107 bytes on Linux, and supervisord binds "<socket>.<pid>"
+# first (a pid has up to 7 digits), then links it into place.
+_MAX_SOCKET_PATH = 107 - len(".4194304")
 
 
 @dataclass(frozen=True)

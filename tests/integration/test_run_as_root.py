@@ -18,6 +18,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -38,8 +39,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _clone_into_private_folder(tmp_path: Path) -> Path:
-    private = tmp_path / "private"
+def _clone_into_private_folder(parent: Path) -> Path:
+    private = parent / "private"
     private.mkdir()
     private.chmod(0o700)
     head = subprocess.run(
@@ -81,22 +82,23 @@ def _data_directory(settings: Settings) -> Path:
     return Path(row[0])
 
 
-def test_make_run_as_root_from_a_private_folder(tmp_path: Path) -> None:
-    clone = _clone_into_private_folder(tmp_path)
+def test_make_run_as_root_from_a_private_folder() -> None:
+    # Not pytest's tmp_path: its depth leaves no room for supervisord's socket path.
+    parent = Path(tempfile.mkdtemp(prefix="lakehouse-root-", dir="/tmp"))
+    clone = _clone_into_private_folder(parent)
     state = clone / ".lakehouse"
     settings = isolated_settings(state)
     env = settings_env(settings)
     # The default state directory, `.lakehouse` in the checkout, as a plain `make run` has it.
     del env["LAKEHOUSE_STATE_DIR"]
     env.pop("PYTHONPATH", None)
-    data: Path | None = None
     try:
         started = _embedded(clone, env, "up", *NO_APPS)
         # The code that ran is the clone's: supervisord runs in the clone.
         assert f"directory={clone}\n" in (state / "supervisord.conf").read_text()
 
         data = _data_directory(settings)
-        assert not data.is_relative_to(tmp_path), data
+        assert not data.is_relative_to(parent), data
         assert f"PG data      {data}" in started
         logged = {e["message"]: e for e in map(json.loads, _json_lines(started))}
         assert logged["postgres cluster outside the state directory"]["pgdata"] == str(data)
@@ -106,7 +108,7 @@ def test_make_run_as_root_from_a_private_folder(tmp_path: Path) -> None:
         assert pwd.getpwuid(info.st_uid).pw_name == settings.pg_os_user
         assert stat.S_IMODE(info.st_mode) == 0o700
         # Nobody's folder was opened up to make it work.
-        assert stat.S_IMODE((tmp_path / "private").stat().st_mode) == 0o700
+        assert stat.S_IMODE((parent / "private").stat().st_mode) == 0o700
         assert not (state / "postgres").exists()
 
         with connect(settings) as conn:
@@ -136,8 +138,8 @@ def test_make_run_as_root_from_a_private_folder(tmp_path: Path) -> None:
             check=False,
             timeout=300,
         )
-        if data is not None and data.parent.parent == settings.pg_fallback_dir:
-            shutil.rmtree(data.parent, ignore_errors=True)
+        shutil.rmtree(postgres.fallback_home(settings, StatePaths.under(state)), ignore_errors=True)
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 def _private_state_dir(tmp_path: Path) -> StatePaths:
