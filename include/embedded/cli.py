@@ -117,7 +117,7 @@ def reset(settings: Settings) -> list[Path]:
     down(settings)
     paths = StatePaths.under(settings.state_dir)
     deleted = []
-    for folder in (postgres.fallback_home(settings, paths), paths.root):
+    for folder in (*postgres.outside_homes(settings, paths), paths.root):
         if folder.exists():
             shutil.rmtree(folder)
             deleted.append(folder)

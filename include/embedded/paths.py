@@ -26,6 +26,11 @@ class StatePaths:
         return self.root / "postgres"
 
     @property
+    def pg_location(self) -> Path:
+        """Names the cluster folder when it lives outside (started as root, see postgres.py)."""
+        return self.root / "postgres.location"
+
+    @property
     def pulsar_dir(self) -> Path:
         return self.root / "pulsar"
 

@@ -50,11 +50,24 @@ def _hand_to_os_user(path: Path, settings: Settings) -> None:
         os.chown(path, user.pw_uid, user.pw_gid)
 
 
+# Next to a cluster outside the state directory: which state directory it serves.
+_MARKER = "state-dir"
+
+
 def fallback_home(settings: Settings, paths: StatePaths) -> Path:
     """The folder under ``pg_fallback_dir`` for this state directory's cluster: one per state
     directory, named by a hash of its absolute path so two checkouts never share one."""
     digest = hashlib.sha256(str(paths.root).encode()).hexdigest()[:16]
     return settings.pg_fallback_dir / digest
+
+
+def recorded_data_dir(paths: StatePaths) -> Path | None:
+    """The cluster folder outside the state directory its ``postgres.location`` names, if any."""
+    try:
+        text = paths.pg_location.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return Path(text) if text else None
 
 
 def data_dir(settings: Settings, paths: StatePaths) -> Path:
@@ -63,16 +76,29 @@ def data_dir(settings: Settings, paths: StatePaths) -> Path:
     ``<state dir>/postgres``, unless we are root and ``pg_os_user`` cannot traverse the state
     directory (a checkout in a private home folder, as root's own is): PostgreSQL refuses to
     run as root, and changing the modes of someone's folders behind their back is not ours to
-    do, so the cluster goes to ``<pg_fallback_dir>/<hash>/postgres`` instead. A cluster that
-    exists is used where it is: a state directory that worked keeps its data and its layout.
+    do, so the cluster goes to ``<pg_fallback_dir>/<hash>/postgres`` instead, recorded in the
+    state directory (which then finds it after a move of the checkout). A cluster that exists
+    is used where it is: a state directory that worked keeps its data and its layout.
     """
     in_state = paths.pg_data
     if os.geteuid() != 0 or (in_state / "PG_VERSION").exists():
         return in_state
-    relocated = fallback_home(settings, paths) / "postgres"
-    if (relocated / "PG_VERSION").exists() or not _os_user_can_traverse(paths.root, settings):
-        return relocated
-    return in_state
+    recorded = recorded_data_dir(paths)
+    if recorded is not None:
+        return recorded
+    if _os_user_can_traverse(paths.root, settings):
+        return in_state
+    return fallback_home(settings, paths) / "postgres"
+
+
+def outside_homes(settings: Settings, paths: StatePaths) -> list[Path]:
+    """Folders outside the state directory that hold its cluster: ``make reset`` deletes them."""
+    homes = [fallback_home(settings, paths)]
+    recorded = recorded_data_dir(paths)
+    # Only a folder this module made (it has the marker), whatever the file says.
+    if recorded is not None and (recorded.parent / _MARKER).is_file():
+        homes.append(recorded.parent)
+    return [home for home in dict.fromkeys(homes) if home.exists()]
 
 
 def _os_user_can_traverse(path: Path, settings: Settings) -> bool:
@@ -81,38 +107,55 @@ def _os_user_can_traverse(path: Path, settings: Settings) -> bool:
     return subprocess.run(probe, check=False).returncode == 0
 
 
-def _make_fallback_home(settings: Settings, paths: StatePaths) -> Path:
-    base = settings.pg_fallback_dir
+def _make_outside_home(settings: Settings, home: Path) -> None:
+    base = home.parent
     if not base.exists():
         base.mkdir(parents=True)
         # Whatever the umask: the OS user must traverse it to reach its own folder inside.
         base.chmod(0o755)
-    home = fallback_home(settings, paths)
     home.mkdir(mode=0o700, exist_ok=True)
     _hand_to_os_user(home, settings)
-    # Which state directory this folder serves, for an operator looking at the hashes.
-    (home / "state-dir").write_text(f"{paths.root}\n", encoding="utf-8")
-    return home
+
+
+def _check_outside_cluster(settings: Settings, paths: StatePaths, data: Path) -> None:
+    if recorded_data_dir(paths) is None:
+        raise RuntimeError(
+            f"{data} holds a PostgreSQL cluster of an earlier state directory at {paths.root}, "
+            "deleted without `make reset`, so it does not match this one's data: delete it "
+            f"(rm -rf {data.parent}) to start afresh, or keep it (echo {data} > "
+            f"{paths.pg_location})"
+        )
+    # Which state directory the folder serves (kept true after a move of the checkout), for
+    # an operator looking at the hashes; `make reset` deletes only a folder that has it.
+    (data.parent / _MARKER).write_text(f"{paths.root}\n", encoding="utf-8")
 
 
 def ensure_cluster(settings: Settings, paths: StatePaths, bindir: Path) -> bool:
     """Run initdb unless the cluster exists; return whether it was created now."""
     data = data_dir(settings, paths)
+    outside = data != paths.pg_data
     prefix = privilege_prefix(settings)
     user = settings.pg_os_user
     if (data / "PG_VERSION").exists():
+        if outside:
+            _check_outside_cluster(settings, paths, data)
         if prefix and not _os_user_can_traverse(data, settings):
             hint = ""
-            if data == paths.pg_data:
+            if not outside:
                 target = fallback_home(settings, paths) / "postgres"
-                hint = f", or move it out: mkdir -p {target.parent} && mv {data} {target}"
+                hint = (
+                    f", or move it out: mkdir -p {target.parent} && mv {data} {target} && "
+                    f"echo {target} > {paths.pg_location}"
+                )
             raise PermissionError(
                 f"PostgreSQL runs as OS user {user}, who cannot reach the existing cluster "
                 f"{data}; let {user} traverse the folders above it{hint}"
             )
         return False
-    if data != paths.pg_data:
-        _make_fallback_home(settings, paths)
+    if outside:
+        _make_outside_home(settings, data.parent)
+        paths.pg_location.write_text(f"{data}\n", encoding="utf-8")
+        _check_outside_cluster(settings, paths, data)
         # An empty folder left by an earlier start that stopped at this very permission.
         with contextlib.suppress(OSError):
             paths.pg_data.rmdir()

@@ -7,6 +7,9 @@ with every app left out (``--without``): PostgreSQL and the broker start, the mi
 and that is the part that failed. Airflow and Spark add nothing to the question and minutes
 to the test. The clone has no ``.venv`` of its own; this interpreter runs the clone's code
 (``-m`` from the clone puts the clone's ``include`` first on ``sys.path``).
+
+The smaller tests hold the choice of folder: a reachable state directory keeps its cluster, a
+cluster that exists is used where it is, an unreachable existing one is refused, not moved.
 """
 
 from __future__ import annotations
@@ -118,11 +121,16 @@ def test_make_run_as_root_from_a_private_folder() -> None:
         assert "Stopped." in _embedded(clone, env, "down")
         assert not (data / "postmaster.pid").exists()
 
-        # A second start finds the same cluster where the first one put it.
+        # The checkout moves: the next start finds the same cluster, which the first one
+        # recorded in the state directory (a new path would hash to a new, empty folder).
+        moved = clone.parent / "moved"
+        clone.rename(moved)
+        clone, state = moved, moved / ".lakehouse"
         _embedded(clone, env, "up", *NO_APPS)
         assert _data_directory(settings) == data
         with connect(settings) as conn:
             assert conn.execute("SELECT id FROM keep_me").fetchall() == [(42,)]
+        assert (data.parent / "state-dir").read_text() == f"{state}\n"
 
         # `make reset` deletes the cluster's folder too, not only the state directory.
         reset = _embedded(clone, env, "reset")
@@ -131,14 +139,18 @@ def test_make_run_as_root_from_a_private_folder() -> None:
         assert not state.exists()
     finally:
         subprocess.run(
-            [sys.executable, "-m", "include.embedded", "down"],
+            [sys.executable, "-m", "include.embedded", "reset"],
             cwd=clone,
             env=env,
             capture_output=True,
             check=False,
             timeout=300,
         )
-        shutil.rmtree(postgres.fallback_home(settings, StatePaths.under(state)), ignore_errors=True)
+        for path in (clone, parent / "private" / "clone"):
+            shutil.rmtree(
+                postgres.fallback_home(settings, StatePaths.under(path / ".lakehouse")),
+                ignore_errors=True,
+            )
         shutil.rmtree(parent, ignore_errors=True)
 
 
@@ -156,11 +168,10 @@ def test_the_cluster_stays_in_a_state_dir_its_os_user_can_reach(tmp_path: Path) 
         paths = StatePaths.under(state)
         settings = Settings(state_dir=state, pg_fallback_dir=tmp_path / "fallback")
         assert postgres.data_dir(settings, paths) == paths.pg_data
-        # A cluster an earlier start made outside is used there: it holds the data.
-        relocated = postgres.fallback_home(settings, paths) / "postgres"
-        relocated.mkdir(parents=True)
-        (relocated / "PG_VERSION").write_text("15\n")
-        assert postgres.data_dir(settings, paths) == relocated
+        # A cluster an earlier start made outside (recorded) is used there: it holds the data.
+        elsewhere = tmp_path / "elsewhere" / "postgres"
+        paths.pg_location.write_text(f"{elsewhere}\n")
+        assert postgres.data_dir(settings, paths) == elsewhere
     finally:
         shutil.rmtree(state)
 
@@ -185,3 +196,18 @@ def test_an_existing_cluster_its_os_user_cannot_reach_is_not_moved(tmp_path: Pat
     with pytest.raises(PermissionError, match=r"cannot reach the existing cluster .* mv "):
         postgres.ensure_cluster(settings, paths, bindir)
     assert (paths.pg_data / "PG_VERSION").exists()
+
+
+def test_a_cluster_left_by_a_deleted_state_dir_is_not_taken_over(tmp_path: Path) -> None:
+    paths = _private_state_dir(tmp_path)
+    settings = Settings(state_dir=paths.root, pg_fallback_dir=tmp_path / "fallback")
+    # `rm -rf .lakehouse` instead of `make reset` leaves the old cluster outside, unrecorded.
+    left = postgres.fallback_home(settings, paths) / "postgres"
+    left.mkdir(parents=True)
+    (left / "PG_VERSION").write_text("15\n")
+    assert postgres.data_dir(settings, paths) == left
+    bindir = prereqs.find_postgres_bindir(settings.pg_bindir)
+    with pytest.raises(RuntimeError, match="deleted without `make reset`"):
+        postgres.ensure_cluster(settings, paths, bindir)
+    # `make reset` deletes it with the state directory.
+    assert postgres.outside_homes(settings, paths) == [left.parent]
