@@ -229,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             print("Stopped." if down(settings) else "Nothing was running.")
             return 0
         if args.command == "reset":
+            print("Stopped." if down(settings) else "Nothing was running.")
             for folder in reset(settings):
                 print(f"Deleted {folder}")
             return 0
