@@ -114,8 +114,9 @@ soak: setup ## Soak: SOAK_RATE events/s for SOAK_MINUTES min with API clients; l
 bench: setup ## Run every benchmark in a shorter form (about 30 min); write docs/benchmarks/REPORT.md and its plots
 	$(PY) -m tests.bench.report
 
-reset: stop ## Stop and delete all local data (the state directory)
-	@state=$${LAKEHOUSE_STATE_DIR:-.lakehouse}; echo "Deleting $$state"; rm -rf "$$state"
+# Through Python: only the settings know where PostgreSQL's cluster went when started as root.
+reset: setup ## Stop and delete all local data (the state directory, and PostgreSQL's cluster wherever it lives)
+	@$(PY) -m include.embedded reset
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

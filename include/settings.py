@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     pg_os_user: str = Field(
         "postgres", description="OS user that runs the embedded PostgreSQL when started as root."
     )
+    pg_fallback_dir: Path = Field(
+        Path("/var/lib/lakehouse"),
+        description="Where the embedded PostgreSQL keeps its cluster (one folder per state "
+        "directory) when started as root and `pg_os_user` cannot reach the state directory.",
+    )
 
     pulsar_url: str = Field("pulsar://127.0.0.1:6650", description="Pulsar service URL.")
     pulsar_auth_token: SecretStr | None = Field(

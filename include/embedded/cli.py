@@ -1,4 +1,4 @@
-"""``python -m include.embedded up|down|status|logs``: the embedded platform behind ``make run``.
+"""``python -m include.embedded up|down|reset|status|logs``: the embedded platform of ``make run``.
 
 ``up`` is idempotent: a second call keeps every byte of data, re-applies pending migrations and
 starts whatever is not running.
@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import time
+from pathlib import Path
 
 from include.db import connect, wait_for_postgres
 from include.embedded import airflow, broker, postgres, prereqs, supervisor
@@ -73,6 +75,7 @@ def up(settings: Settings, *, apps: tuple[str, ...] = supervisor.APPS) -> None:
         "supervisor up",
         extra={
             "state_dir": str(paths.root),
+            "pgdata": str(postgres.data_dir(settings, paths)),
             "new_cluster": created,
             "was_running": already_running,
         },
@@ -108,6 +111,19 @@ def down(settings: Settings) -> bool:
     return supervisor.shutdown(StatePaths.under(settings.state_dir))
 
 
+def reset(settings: Settings) -> list[Path]:
+    """Stop the platform and delete its data: the state directory and, when PostgreSQL's cluster
+    lives outside it (started as root), that cluster's folder; return what was deleted."""
+    down(settings)
+    paths = StatePaths.under(settings.state_dir)
+    deleted = []
+    for folder in (*postgres.outside_homes(settings, paths), paths.root):
+        if folder.exists():
+            shutil.rmtree(folder)
+            deleted.append(folder)
+    return deleted
+
+
 def _print_summary(settings: Settings) -> None:
     paths = StatePaths.under(settings.state_dir)
     print(
@@ -128,8 +144,18 @@ def _print_summary(settings: Settings) -> None:
         + ("   tenant tokens: <tenant_id>-token (dev only)" if settings.env == "dev" else "")
         + "\n"
         f"  State        {paths.root}   logs: {paths.logs}\n"
-        "\n  make status   what runs     make logs   follow the logs     make stop   stop it all\n"
+        + _pg_data_line(settings, paths)
+        + "\n  make status   what runs     make logs   follow the logs     make stop   stop it all"
+        + "\n"
     )
+
+
+def _pg_data_line(settings: Settings, paths: StatePaths) -> str:
+    # Said only when it is not where the README's table of the state directory puts it.
+    data = postgres.data_dir(settings, paths)
+    if data == paths.pg_data:
+        return ""
+    return f"  PG data      {data}   (OS user {settings.pg_os_user} cannot reach the state dir)\n"
 
 
 def status(settings: Settings) -> int:
@@ -149,6 +175,7 @@ def status(settings: Settings) -> int:
     )
     pulsar_state = "accepts connections" if pulsar_ok else "NOT reachable"
     print(f"  Pulsar     {settings.pulsar_url} {pulsar_state}")
+    print(f"  PostgreSQL data {postgres.data_dir(settings, paths)}")
     healthy = all(i.state in _HEALTHY_STATES for i in infos) and pg_ok and pulsar_ok
     return 0 if healthy else 1
 
@@ -165,7 +192,7 @@ def logs(settings: Settings, service: str | None, follow: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``make run``, ``make stop``, ``make status`` and ``make logs``."""
+    """Entry point of ``make run``, ``stop``, ``reset``, ``status`` and ``logs``."""
     parser = argparse.ArgumentParser(prog="python -m include.embedded", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("up", help="start the embedded platform")
@@ -177,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         help="do not start this app (repeatable)",
     )
     commands.add_parser("down", help="stop every process")
+    commands.add_parser("reset", help="stop every process and delete all local data")
     commands.add_parser("status", help="show what runs")
     show = commands.add_parser("logs", help="show the logs")
     show.add_argument(
@@ -199,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "down":
             print("Stopped." if down(settings) else "Nothing was running.")
+            return 0
+        if args.command == "reset":
+            print("Stopped." if down(settings) else "Nothing was running.")
+            for folder in reset(settings):
+                print(f"Deleted {folder}")
             return 0
         if args.command == "status":
             return status(settings)

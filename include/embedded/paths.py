@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-# Unix socket paths are limited to 107 bytes on Linux.
-_MAX_SOCKET_PATH = 107
+# Unix socket paths are limited to 107 bytes on Linux, and supervisord binds "<socket>.<pid>"
+# first (a pid has up to 7 digits), then links it into place.
+_MAX_SOCKET_PATH = 107 - len(".4194304")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,11 @@ class StatePaths:
     @property
     def pg_data(self) -> Path:
         return self.root / "postgres"
+
+    @property
+    def pg_location(self) -> Path:
+        """Names the cluster folder when it lives outside (started as root, see postgres.py)."""
+        return self.root / "postgres.location"
 
     @property
     def pulsar_dir(self) -> Path:
