@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors, openapi
+from api import docs, errors, openapi
 from api.cache import listen_forever
 from api.context import AppContext
 from api.models import PROBLEM_RESPONSES
@@ -108,13 +108,15 @@ def create_app(settings: Settings) -> FastAPI:
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        # FastAPI's own pages load their assets from a CDN: api.docs serves offline ones.
+        docs_url=None,
         redoc_url=None,
         responses=PROBLEM_RESPONSES,
     )
     app.state.ctx = ctx
     errors.install(app)
     openapi.install(app)
+    docs.install(app)
     for module in (metrics, events, anomalies, usage, tenants, erasure, health):
         app.include_router(module.router)
     app.add_middleware(

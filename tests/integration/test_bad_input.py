@@ -556,6 +556,8 @@ PATH_TRAVERSALS = [
     ("/%252e%252e/%252e%252e/etc/passwd", 404),
     ("/events/../../etc/passwd", 404),
     ("/docs/../../../etc/passwd", 404),
+    ("/docs/assets/../../../etc/passwd", 404),  # the docs' static files
+    ("/docs/assets/..%2f..%2f..%2fetc%2fpasswd", 404),
     ("/..;/etc/passwd", 404),
     ("//etc/passwd", 404),
     ("/metrics/..%5c..%5cwindows%5cwin.ini", 404),
