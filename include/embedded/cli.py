@@ -150,9 +150,10 @@ def _prometheus_line(settings: Settings) -> str:
             f"  Prometheus   not installed: {prometheus.INSTALL_HINT} (as root), then "
             "make run again\n"
         )
+    # Debian's build serves the classic UI: /classic/alerts, where upstream 3.x has /alerts.
     return (
         f"  Prometheus   http://{settings.prometheus_addr}   alerts: "
-        f"http://{settings.prometheus_addr}/alerts   rules: deploy/prometheus/alerts.yml\n"
+        f"http://{settings.prometheus_addr}/classic/alerts (deploy/prometheus/alerts.yml)\n"
     )
 
 

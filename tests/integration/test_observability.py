@@ -16,6 +16,7 @@ resolves once the stream is back. Only the scrape and evaluation interval are sh
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -198,6 +199,14 @@ def test_stream_down_fires_in_the_live_prometheus_and_resolves_after_the_restart
             "severity": "critical",
         }
         assert settings.stream_metrics_addr in alert["annotations"]["description"]
+        # The page a person opens shows it: the UI's own link to its Alerts page.
+        home = httpx.get(f"{base}/", follow_redirects=True, timeout=10)
+        link = re.search(r'href="(/[^"]*alerts)"', home.text)
+        assert home.status_code == 200 and link, home.text[:500]
+        page = httpx.get(f"{base}{link.group(1)}", timeout=10)
+        shown = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.text))
+        assert page.status_code == 200, shown[:2000]
+        assert "Firing (1)" in shown and "StreamDown (1 active)" in shown, shown[:2000]
 
         supervisor.ctl(paths, "start", "stream")
         _wait(lambda: _state(base, "StreamDown") is None, 120, "StreamDown resolved")

@@ -116,4 +116,4 @@ def test_make_run_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> Non
     line = cli._prometheus_line(Settings())
     assert "not installed: apt-get install prometheus" in line
     monkeypatch.setattr(prometheus, "find_binary", lambda: Path("/usr/bin/prometheus"))
-    assert "http://127.0.0.1:9652/alerts" in cli._prometheus_line(Settings())
+    assert "http://127.0.0.1:9652/classic/alerts" in cli._prometheus_line(Settings())
