@@ -29,8 +29,9 @@ $(VENV)/.synced-bytecode: pyproject.toml uv.lock
 	@touch $@
 
 # Debian packages the tests drive: chromium for the browser tests (test tools cannot download
-# their own browser here), faketime for the runs with the clock moved ahead.
-TEST_PACKAGES := chromium faketime
+# their own browser here), faketime for the runs with the clock moved ahead, prometheus for
+# promtool (the alert rules' unit tests) and the live alert test.
+TEST_PACKAGES := chromium faketime prometheus
 test-tools:
 	@missing=""; for tool in $(TEST_PACKAGES); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
@@ -57,7 +58,7 @@ logs: setup ## Follow the services' logs (SERVICE=postgres|pulsar|generator for 
 test: setup test-tools check ## Lint and type-check, then run every test (unit, integration and end-to-end; starts its own services)
 	$(PY) -m pytest
 
-test-unit: setup ## Run the fast unit tests only
+test-unit: setup test-tools ## Run the fast unit tests only (promtool among them)
 	$(PY) -m pytest -m unit
 
 test-integration: setup test-tools ## Run the tests that start real services

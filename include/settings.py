@@ -154,6 +154,18 @@ class Settings(BaseSettings):
         "127.0.0.1:9651", description="Loopback address of the streaming job's Prometheus metrics."
     )
 
+    prometheus_addr: str = Field(
+        "127.0.0.1:9652",
+        description="Loopback address of the embedded Prometheus (UI and API); not 9090, where "
+        "the system service of Debian's package listens.",
+    )
+    prometheus_interval: str | None = Field(
+        None,
+        pattern=r"^[1-9][0-9]*(ms|s|m)$",
+        description="Scrape and rule evaluation interval of the embedded Prometheus (e.g. `5s`); "
+        "that of `deploy/prometheus/prometheus.yml` if unset.",
+    )
+
     airflow_host: str = Field(
         "127.0.0.1", description="Host of the Airflow REST API (the API triggers erasures there)."
     )

@@ -38,6 +38,7 @@ def isolated_settings(state_dir: Path, **overrides: object) -> Settings:
         "spark_connect_addr": f"127.0.0.1:{free_port()}",
         "airflow_port": free_port(),
         "api_port": free_port(),
+        "prometheus_addr": f"127.0.0.1:{free_port()}",
         "api_pg_password": secrets.token_urlsafe(16),
         "pg_password": secrets.token_urlsafe(16),
         "admin_token": secrets.token_urlsafe(16),

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from include.db import connect, wait_for_postgres
-from include.embedded import airflow, broker, postgres, prereqs, supervisor
+from include.embedded import airflow, broker, postgres, prereqs, prometheus, supervisor
 from include.embedded.net import port_in_use, wait_for_port
 from include.embedded.paths import StatePaths
 from include.log import configure_logging
@@ -42,6 +42,9 @@ def _check_ports_free(settings: Settings) -> None:
         ("the Airflow UI", "127.0.0.1", settings.airflow_port, "LAKEHOUSE_AIRFLOW_PORT"),
         ("the analytics API", settings.api_host, settings.api_port, "LAKEHOUSE_API_PORT"),
     ]
+    if prometheus.find_binary() is not None:
+        prom_host, _, prom_port = settings.prometheus_addr.rpartition(":")
+        wanted.append(("Prometheus", prom_host, int(prom_port), "LAKEHOUSE_PROMETHEUS_ADDR"))
     for what, host, port, variable in wanted:
         if port_in_use(host, port):
             raise prereqs.MissingPrerequisiteError(
@@ -58,6 +61,10 @@ def up(settings: Settings, *, apps: tuple[str, ...] = supervisor.APPS) -> None:
     prereqs.check_python()
     prereqs.check_java()
     prereqs.check_privilege_drop()
+    if prometheus.PROGRAM in apps and prometheus.find_binary() is None:
+        # Optional: everything else runs without it (the summary says how to install it).
+        log.warning("prometheus is not installed", extra={"install": prometheus.INSTALL_HINT})
+        apps = tuple(app for app in apps if app != prometheus.PROGRAM)
     bindir = prereqs.find_postgres_bindir(settings.pg_bindir)
     paths = StatePaths.under(settings.state_dir)
     paths.create()
@@ -66,6 +73,7 @@ def up(settings: Settings, *, apps: tuple[str, ...] = supervisor.APPS) -> None:
         _check_ports_free(settings)
     created = postgres.ensure_cluster(settings, paths, bindir)
     broker.write_config(settings, paths)
+    prometheus.write_config(settings, paths)
     # The config carries the services' environment, secrets included: owner-only.
     paths.supervisor_config.touch(mode=0o600)
     paths.supervisor_config.chmod(0o600)
@@ -98,6 +106,9 @@ def up(settings: Settings, *, apps: tuple[str, ...] = supervisor.APPS) -> None:
         # RUNNING only says the JVM lives; a load needs its port open.
         host, _, port = settings.spark_connect_addr.rpartition(":")
         wait_for_port(host, int(port), timeout_s=180)
+    if prometheus.PROGRAM in apps:
+        host, _, port = settings.prometheus_addr.rpartition(":")
+        wait_for_port(host, int(port), timeout_s=60)
 
 
 def wait_for_postgres_server(settings: Settings) -> None:
@@ -143,7 +154,8 @@ def _print_summary(settings: Settings) -> None:
         f"{settings.admin_token.get_secret_value()}"
         + ("   tenant tokens: <tenant_id>-token (dev only)" if settings.env == "dev" else "")
         + "\n"
-        f"  State        {paths.root}   logs: {paths.logs}\n"
+        + _prometheus_line(settings)
+        + f"  State        {paths.root}   logs: {paths.logs}\n"
         + _pg_data_line(settings, paths)
         + "\n  make status   what runs     make logs   follow the logs     make stop   stop it all"
         + "\n"
@@ -156,6 +168,19 @@ def _pg_data_line(settings: Settings, paths: StatePaths) -> str:
     if data == paths.pg_data:
         return ""
     return f"  PG data      {data}   (OS user {settings.pg_os_user} cannot reach the state dir)\n"
+
+
+def _prometheus_line(settings: Settings) -> str:
+    if prometheus.find_binary() is None:
+        return (
+            f"  Prometheus   not installed: {prometheus.INSTALL_HINT} (as root), then "
+            "make run again\n"
+        )
+    # Debian's build serves the classic UI: /classic/alerts, where upstream 3.x has /alerts.
+    return (
+        f"  Prometheus   http://{settings.prometheus_addr}   alerts: "
+        f"http://{settings.prometheus_addr}/classic/alerts (deploy/prometheus/alerts.yml)\n"
+    )
 
 
 def status(settings: Settings) -> int:

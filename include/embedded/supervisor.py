@@ -18,7 +18,7 @@ from typing import Any
 
 from supervisor.xmlrpc import SupervisorTransport
 
-from include.embedded import airflow, broker, postgres
+from include.embedded import airflow, broker, postgres, prometheus
 from include.embedded.paths import StatePaths
 from include.settings import Settings
 
@@ -28,7 +28,8 @@ AIRFLOW_APPS = tuple(airflow.PROGRAMS)
 SPARK_CONNECT = "spark-connect"
 # What runs the DAGs and their batch work: Airflow, and the Spark Connect server loads run on.
 BATCH_APPS = (SPARK_CONNECT, *AIRFLOW_APPS)
-APPS = ("stream", "api", "generator", *BATCH_APPS)
+# Prometheus first, so it watches the others come up.
+APPS = (prometheus.PROGRAM, "stream", "api", "generator", *BATCH_APPS)
 # The Spark Connect server's main class; its jar ships in the pyspark wheel.
 CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 # Its Spark application name (a cluster master lists it).
@@ -94,6 +95,13 @@ def programs(settings: Settings, paths: StatePaths, pg_bindir: Path) -> list[Pro
     ]
     # Spark's Python workers run this venv's interpreter and import the project.
     spark_env = {"PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(REPO_ROOT)}
+    # Only when installed: supervisord cannot start a missing binary (cli.up says what to do).
+    prometheus_bin = prometheus.find_binary()
+    monitoring: list[Program] = []
+    if prometheus_bin is not None:
+        # Below the apps' priorities: it stops after them, so it sees them go.
+        command = prometheus.server_command(settings, paths, prometheus_bin)
+        monitoring.append(Program(prometheus.PROGRAM, command, autostart=False, priority=600))
     return [
         # SIGINT is PostgreSQL's "fast shutdown": clean, and quick.
         Program(
@@ -147,6 +155,7 @@ def programs(settings: Settings, paths: StatePaths, pg_bindir: Path) -> list[Pro
             )
             for name, command in airflow.program_commands().items()
         ),
+        *monitoring,
     ]
 
 

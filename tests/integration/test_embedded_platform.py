@@ -11,7 +11,7 @@ from pathlib import Path
 import pulsar
 
 from include.db import connect
-from include.embedded import cli, supervisor
+from include.embedded import cli, prometheus, supervisor
 from include.embedded.paths import StatePaths
 from include.pulsar_client import pulsar_client
 from include.pulsar_read import last_position
@@ -61,6 +61,8 @@ def test_platform_lifecycle(capsys: object) -> None:
             "stream": "STOPPED",
             "api": "STOPPED",
             **{name: "STOPPED" for name in supervisor.BATCH_APPS},
+            # Supervised when installed (make test-tools installs it), started only as an app.
+            **({prometheus.PROGRAM: "STOPPED"} if prometheus.find_binary() else {}),
         }
         assert cli.status(settings) == 0
 

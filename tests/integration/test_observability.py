@@ -7,24 +7,40 @@ query is active; the load job loads what it wrote; the API serves ``/internal/me
 HTTP against the session PostgreSQL. Metrics of third-party software (the Pulsar broker,
 postgres_exporter, Prometheus' own ``up``) cannot run here; they must be in
 ``deploy/prometheus/external-metrics.yml`` with the documentation they come from.
+
+The alert rules are evaluated live as well: the embedded platform with its Prometheus (the
+config ``make run`` renders from compose's, the same ``alerts.yml``) scrapes every component;
+the stream is stopped, ``StreamDown`` goes pending then firing after its ``for: 2m``, and
+resolves once the stream is back. Only the scrape and evaluation interval are shortened (2 s).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from pyspark.sql import SparkSession
 
 from include.db import connect
+from include.embedded import prometheus, supervisor
+from include.embedded.paths import StatePaths
 from include.settings import Settings
 from include.tenants import topic_for
 from tests.api_server import serve_api, wait_until_authenticated
 from tests.integration.stream_fixtures import Reference, publish_mix, register, wait_until_consumed
-from tests.prometheus_config import exported, external_metrics, sample, used_metric_names
-from tests.services import free_port
+from tests.prometheus_config import (
+    alert_rules,
+    exported,
+    external_metrics,
+    sample,
+    used_metric_names,
+)
+from tests.services import embedded_platform, free_port
 
 TENANTS = ["obs_alpha", "obs_beta"]
 
@@ -102,3 +118,96 @@ def test_every_metric_used_is_exported_by_a_live_component(
         )
         >= 1
     )
+
+
+def _api(base: str, path: str, **params: str) -> Any:
+    answer = httpx.get(f"{base}/api/v1/{path}", params=params, timeout=10)
+    answer.raise_for_status()
+    body = answer.json()
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def _wait(predicate: Callable[[], object], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def _alerts(base: str, name: str) -> list[dict[str, Any]]:
+    """The active (pending or firing) alerts of one rule."""
+    alerts: list[dict[str, Any]] = _api(base, "alerts")["alerts"]
+    return [a for a in alerts if a["labels"]["alertname"] == name]
+
+
+def _state(base: str, name: str) -> str | None:
+    states = {a["state"] for a in _alerts(base, name)}
+    assert len(states) <= 1, states
+    return states.pop() if states else None
+
+
+def test_stream_down_fires_in_the_live_prometheus_and_resolves_after_the_restart() -> None:
+    if prometheus.find_binary() is None:
+        pytest.fail("prometheus is missing: `make test-tools` installs it")
+    apps = (prometheus.PROGRAM, "stream", "api", "generator")
+    overrides: dict[str, Any] = {"prometheus_interval": "2s", "api_workers": 1}
+    with embedded_platform(
+        apps=apps, demo_tenants=["alert_shop"], generator_rate=20.0, **overrides
+    ) as settings:
+        base = f"http://{settings.prometheus_addr}"
+        paths = StatePaths.under(settings.state_dir)
+
+        def health() -> dict[str, str]:
+            targets = _api(base, "targets")["activeTargets"]
+            return {t["labels"]["job"]: t["health"] for t in targets}
+
+        # Every component that serves metrics is scraped, on the addresses of its settings.
+        jobs = {"pulsar", "stream", "api", "prometheus"}
+        _wait(lambda: health() == dict.fromkeys(jobs, "up"), 120, f"{jobs} up")
+        # alerts.yml's rules, all of them, evaluate without error against the live series.
+        groups = _api(base, "rules", type="alert")["groups"]
+        loaded = {rule["name"]: rule for group in groups for rule in group["rules"]}
+        assert set(loaded) == {rule["alert"] for rule in alert_rules()}
+        assert {rule["health"] for rule in loaded.values()} == {"ok"}, loaded
+        # StreamStalled's inputs exist live: pulsar-lite's pulsar_rate_in and the last batch.
+        _wait(
+            lambda: (
+                _api(base, "query", query="sum(pulsar_rate_in) > 0")["result"]
+                and _api(base, "query", query="lakehouse_stream_last_batch_timestamp_seconds")[
+                    "result"
+                ]
+            ),
+            240,
+            "a committed micro-batch while the generator publishes",
+        )
+        assert _state(base, "StreamDown") is None
+        assert not [a for a in _api(base, "alerts")["alerts"] if a["state"] == "firing"]
+
+        supervisor.ctl(paths, "stop", "stream")
+        stopped = time.monotonic()
+        _wait(lambda: _state(base, "StreamDown") == "pending", 30, "StreamDown pending")
+        _wait(lambda: _state(base, "StreamDown") == "firing", 200, "StreamDown firing")
+        assert time.monotonic() - stopped >= 115, "fired before the rule's for: 2m"
+        (alert,) = _alerts(base, "StreamDown")
+        assert alert["labels"] == {
+            "alertname": "StreamDown",
+            "instance": settings.stream_metrics_addr,
+            "job": "stream",
+            "severity": "critical",
+        }
+        assert settings.stream_metrics_addr in alert["annotations"]["description"]
+        # The page a person opens shows it: the UI's own link to its Alerts page.
+        home = httpx.get(f"{base}/", follow_redirects=True, timeout=10)
+        link = re.search(r'href="(/[^"]*alerts)"', home.text)
+        assert home.status_code == 200 and link, home.text[:500]
+        page = httpx.get(f"{base}{link.group(1)}", timeout=10)
+        shown = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.text))
+        assert page.status_code == 200, shown[:2000]
+        assert "Firing (1)" in shown and "StreamDown (1 active)" in shown, shown[:2000]
+
+        supervisor.ctl(paths, "start", "stream")
+        _wait(lambda: _state(base, "StreamDown") is None, 120, "StreamDown resolved")
+        assert health()["stream"] == "up"

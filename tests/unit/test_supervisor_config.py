@@ -3,12 +3,18 @@ from __future__ import annotations
 import configparser
 from pathlib import Path
 
+import pytest
+
+from include.embedded import prometheus
 from include.embedded.paths import StatePaths
 from include.embedded.supervisor import render_config
 from include.settings import Settings
 
 
-def test_config_has_one_restarting_program_per_service(tmp_path: Path) -> None:
+def test_config_has_one_restarting_program_per_service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(prometheus, "find_binary", lambda: Path("/usr/bin/prometheus"))
     paths = StatePaths.under(tmp_path)
     settings = Settings(state_dir=tmp_path, generator_rate=25)
     text = render_config(settings, paths, Path("/usr/lib/postgresql/15/bin"))
@@ -26,6 +32,7 @@ def test_config_has_one_restarting_program_per_service(tmp_path: Path) -> None:
         "airflow-scheduler",
         "airflow-dag-processor",
         "airflow-triggerer",
+        "prometheus",
     }
     for name in programs:
         assert parser.get(f"program:{name}", "autorestart") == "true"
@@ -33,6 +40,7 @@ def test_config_has_one_restarting_program_per_service(tmp_path: Path) -> None:
     assert parser.get("program:postgres", "stopsignal") == "INT"
     assert parser.get("program:generator", "autostart") == "false"
     assert parser.get("program:stream", "autostart") == "false"
+    assert parser.get("program:prometheus", "autostart") == "false"
     assert "jobs/stream/job.py" in parser.get("program:stream", "command")
     assert "--rate 25.0" in parser.get("program:generator", "command")
     assert str(paths.pulsar_config) in parser.get("program:pulsar", "command")
