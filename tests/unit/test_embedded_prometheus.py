@@ -112,8 +112,10 @@ def test_supervised_only_when_installed(tmp_path: Path, monkeypatch: pytest.Monk
 def test_make_run_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     from include.embedded import cli
 
+    # An explicit address: earlier tests' platforms export theirs into the environment.
+    settings = Settings(prometheus_addr="127.0.0.1:19652")
     monkeypatch.setattr(prometheus, "find_binary", lambda: None)
-    line = cli._prometheus_line(Settings())
+    line = cli._prometheus_line(settings)
     assert "not installed: apt-get install prometheus" in line
     monkeypatch.setattr(prometheus, "find_binary", lambda: Path("/usr/bin/prometheus"))
-    assert "http://127.0.0.1:9652/classic/alerts" in cli._prometheus_line(Settings())
+    assert "http://127.0.0.1:19652/classic/alerts" in cli._prometheus_line(settings)
