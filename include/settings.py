@@ -173,6 +173,20 @@ class Settings(BaseSettings):
     airflow_parallelism: int = Field(
         4, gt=0, description="Airflow tasks running at once (LocalExecutor)."
     )
+    airflow_execution_api_retries: int = Field(
+        10,
+        ge=1,
+        description="Attempts of a running task's call to Airflow's execution API (the "
+        "api-server) before the task fails. Airflow's 5, with waits drawn up to 1, 2, 4, 8 s, "
+        "can end before a restarted api-server serves again (28 s on a busy 2-core machine).",
+    )
+    airflow_execution_api_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long a task waits for one answer of the execution API. A busy "
+        "machine's api-server took 6.5 s to start a task (seen in CI): with Airflow's 5 s the "
+        "task sent the call again while the first was still being served.",
+    )
     load_schedule: str = Field(
         "* * * * *", description="Cron schedule of the load_postgres DAG (UTC)."
     )

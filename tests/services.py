@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -16,14 +17,38 @@ from pathlib import Path
 from typing import Any
 
 from include.embedded import cli
+from include.embedded.net import ephemeral_ports
 from include.settings import Settings
+
+# Ports given out by this process: a platform takes eight at once, before any is bound.
+_GIVEN: set[int] = set()
+# Seeded from the OS: two test processes on one machine do not walk the same ports.
+_CHOOSER = random.SystemRandom()
+_BELOW_EPHEMERAL = 12_000
 
 
 def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nothing listens on right now, below the kernel's ephemeral range.
+
+    A port the kernel handed out (``bind(0)``) is one it hands out again as the local end of
+    any outgoing connection: between this choice and the service's bind, seconds later on a
+    busy machine, a client socket can take it, and the service fails to start (Airflow's
+    api-server exits with status 3). Ports below the range are taken only by a bind.
+    """
+    ephemeral = ephemeral_ports()
+    low = max(1024, ephemeral.start - _BELOW_EPHEMERAL)
+    for _ in range(200):
+        port = _CHOOSER.randrange(low, ephemeral.start)
+        if port in _GIVEN:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    raise RuntimeError(f"no free port in {low}-{ephemeral.start - 1} after 200 tries")
 
 
 def isolated_settings(state_dir: Path, **overrides: object) -> Settings:

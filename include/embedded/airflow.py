@@ -109,6 +109,10 @@ def airflow_env(settings: Settings, paths: StatePaths) -> dict[str, str]:
         "AIRFLOW__API__SECRET_KEY": keys["secret_key"],
         "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(paths.logs / "airflow"),
+        # A task outlives an api-server restart: supervisord brings it back, and the task's
+        # calls wait for it instead of failing the task (docs/operations.md).
+        "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": str(settings.airflow_execution_api_retries),
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": str(settings.airflow_execution_api_timeout_s),
         # New DAG files show up within half a minute instead of five.
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         # Re-parsing the six unchanged DAG files every 30 s (the default) cost the idle platform

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from include.db import connect, wait_for_postgres
 from include.embedded import airflow, broker, postgres, prereqs, prometheus, supervisor
-from include.embedded.net import port_in_use, wait_for_port
+from include.embedded.net import ephemeral_ports, port_in_use, wait_for_port
 from include.embedded.paths import StatePaths
 from include.log import configure_logging
 from include.settings import Settings, get_settings
@@ -28,7 +28,8 @@ log = logging.getLogger("lakehouse.embedded")
 _HEALTHY_STATES = {"RUNNING", "STARTING", "STOPPED"}
 
 
-def _check_ports_free(settings: Settings) -> None:
+def listen_addresses(settings: Settings) -> list[tuple[str, str, int, str]]:
+    """Where each service listens: (what, host, port, the variable that sets it)."""
     pulsar_host, pulsar_port = broker.broker_address(settings)
     metrics_host, _, metrics_port = settings.pulsar_metrics_addr.rpartition(":")
     stream_host, _, stream_port = settings.stream_metrics_addr.rpartition(":")
@@ -45,7 +46,25 @@ def _check_ports_free(settings: Settings) -> None:
     if prometheus.find_binary() is not None:
         prom_host, _, prom_port = settings.prometheus_addr.rpartition(":")
         wanted.append(("Prometheus", prom_host, int(prom_port), "LAKEHOUSE_PROMETHEUS_ADDR"))
-    for what, host, port, variable in wanted:
+    return wanted
+
+
+def _check_ports_free(settings: Settings) -> None:
+    ephemeral = ephemeral_ports()
+    for what, host, port, variable in listen_addresses(settings):
+        if port in ephemeral:
+            # Not an error: it works until a client socket happens to hold the port when the
+            # service (re)starts, which then fails to bind and is restarted until it is free.
+            log.warning(
+                "port in the ephemeral range",
+                extra={
+                    "service": what,
+                    "port": port,
+                    "ephemeral": f"{ephemeral.start}-{ephemeral.stop - 1}",
+                    "hint": f"any outgoing connection can hold it; set {variable} below "
+                    f"{ephemeral.start}",
+                },
+            )
         if port_in_use(host, port):
             raise prereqs.MissingPrerequisiteError(
                 f"{host}:{port}, wanted by {what}, is already in use by another process: "

@@ -4,16 +4,19 @@ DAGs driven through the REST API against real Spark, Delta tables and PostgreSQL
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from deltalake import DeltaTable
 
@@ -153,6 +156,68 @@ def _new_manual_run(api: AirflowApi, before: set[str], timeout_s: float = 30) ->
             return str(new[0])
         time.sleep(1)
     raise AssertionError("clicking Trigger in the UI started no run")
+
+
+def _program_pid(paths: StatePaths, name: str) -> int:
+    return {p.name: p.pid for p in supervisor.process_info(paths)}[name]
+
+
+def _task_state(api: AirflowApi, instances: str) -> str | None:
+    found = api.get(instances)["task_instances"]
+    # A task instance exists before it is scheduled: its state is then null.
+    return found[0]["state"] if found else None
+
+
+def _wait_for_a_call_to(port: int, timeout_s: float = 120) -> bool:
+    """Whether a client connected to ``port`` (on this machine) within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for conn in psutil.net_connections(kind="tcp4"):
+            if conn.status == psutil.CONN_ESTABLISHED and conn.raddr and conn.raddr.port == port:
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_running_task_outlives_the_api_server_dying_under_it(
+    live: tuple[Settings, AirflowApi],
+) -> None:
+    """The api-server dies while a task waits on it: supervisord restarts it, the task's calls
+    wait for the new one, and the run succeeds on its first try (issue #17, item 4)."""
+    settings, api = live
+    api.wait_for_dags(DAG_IDS)
+    paths = StatePaths.under(settings.state_dir)
+    run_id = api.trigger("stream_watchdog")
+    instances = f"/dags/stream_watchdog/dagRuns/{run_id}/taskInstances"
+    deadline = time.monotonic() + 120
+    while (state := _task_state(api, instances)) not in ("queued", "running"):
+        assert state in (None, "scheduled"), f"it ended before it was seen: {state}"
+        assert time.monotonic() < deadline, f"the task was never queued: {state}"
+        time.sleep(0.1)
+    old_pid = _program_pid(paths, "airflow-api-server")
+    # Frozen before the task's next call (its start, a heartbeat or its end), and killed only
+    # once that call is in flight: the kernel accepts the connection, nobody answers it.
+    os.kill(old_pid, signal.SIGSTOP)
+    try:
+        assert _wait_for_a_call_to(settings.airflow_port), "the task made no call in 120 s"
+        killed_at = datetime.now(UTC)
+    finally:
+        os.kill(old_pid, signal.SIGKILL)
+    # Until supervisord has seen the death, it still reports the killed process as RUNNING.
+    deadline = time.monotonic() + 60
+    while _program_pid(paths, "airflow-api-server") == old_pid:
+        assert time.monotonic() < deadline, "supervisord never saw the api-server die"
+        time.sleep(0.05)
+    supervisor.wait_running(paths, {"airflow-api-server"}, timeout_s=180)
+    api = AirflowApi.login(settings)
+    assert api.wait_for_run("stream_watchdog", run_id) == "success"
+    task = api.get(instances)["task_instances"][0]
+    assert task["state"] == "success" and task["try_number"] == 1, task
+    assert datetime.fromisoformat(task["end_date"]) > killed_at, "it ended before the kill"
+    # Its end went through the new process: the log after that process's start has the call.
+    log = (paths.logs / "airflow-api-server.log").read_text(errors="replace")
+    since_restart = log.rsplit("Started server process", 1)[1]
+    assert f"/execution/task-instances/{task['id']}/state" in since_restart
 
 
 def test_maintain_postgres_vacuums_and_rotates_partitions(
