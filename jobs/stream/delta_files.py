@@ -29,7 +29,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.transaction import AddAction, RemoveAction
 
 from include.lake.storage import Location
-from jobs.stream.shaping import rows_where
+from jobs.stream.shaping import no_rows, rows_where
 
 _NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 # Longer strings get no min/max (Delta truncates them; a truncated max is no upper bound).
@@ -182,7 +182,7 @@ def commit_files(
         created = table is None and log_retention_days is not None
         write_deltalake(
             location.uri,
-            schema.empty_table(),
+            no_rows(schema),
             storage_options=location.storage_options,
             mode="append",
             partition_by=partition_by,

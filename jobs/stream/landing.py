@@ -47,6 +47,7 @@ from jobs.stream.shaping import (
     MESSAGE_KEY,
     SUMMARY_SCHEMA,
     first_occurrences,
+    no_rows,
     rows_of_keys,
     rows_of_messages,
     rows_where,
@@ -192,7 +193,7 @@ def split_landed(landed: pa.Table) -> Landed:
         pa.ipc.open_stream(data).read_all()
         for data in landed.column(SUMMARY_COLUMN).drop_null().to_pylist()
     ]
-    rows = pa.concat_tables(parts) if parts else TASK_SUMMARY_SCHEMA.empty_table()
+    rows = pa.concat_tables(parts) if parts else no_rows(TASK_SUMMARY_SCHEMA)
     summary = rows.select(SUMMARY_SCHEMA.names)
     sure = rows.column(_SURE).combine_chunks()
     names = [*FILES_SCHEMA.names, "sure"]

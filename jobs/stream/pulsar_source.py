@@ -26,6 +26,7 @@ Options: ``serviceUrl``, ``topics`` (comma-separated; otherwise the tenant regis
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -255,6 +256,7 @@ class PulsarStreamReader(DataSourceStreamReader):
         )
         self._settings = settings
         self._client: Any = None
+        self._db: Any = None  # psycopg.Connection, imported where it is first used
         self._cursors: dict[str, Any] = {}
         self._topics: list[str] = []
         self._topics_at = 0.0
@@ -262,6 +264,27 @@ class PulsarStreamReader(DataSourceStreamReader):
         self._sized_from: dict[str, list[int]] | None = None  # the start last sized from
 
     # -- helpers -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _database(self) -> Iterator[Any]:
+        """The reader's one PostgreSQL connection (autocommit: no snapshot is held between
+        calls), opened on first use and again after it broke.
+
+        The tenant list (every ``topicRefreshSeconds``) and the entry sizes (every committed
+        batch) used to open a connection each time: a backend fork and a login per batch."""
+        import psycopg
+
+        from include.db import connect
+
+        if self._db is None or self._db.closed:
+            self._db = connect(self._settings, autocommit=True)
+        try:
+            yield self._db
+        except psycopg.OperationalError:
+            # PostgreSQL restarted or the connection broke: the next call opens a new one.
+            self._db.close()
+            self._db = None
+            raise
+
     def _pulsar(self) -> Any:
 
         if self._client is None:
@@ -291,10 +314,9 @@ class PulsarStreamReader(DataSourceStreamReader):
         if self._fixed_topics:
             return self._fixed_topics
         if time.monotonic() - self._topics_at >= self._refresh_s:
-            from include.db import connect
             from include.tenants import list_tenants, topic_for
 
-            with connect(self._settings) as conn:
+            with self._database() as conn:
                 tenants = list_tenants(conn)
             self._topics = [topic_for(t.tenant_id, self._settings.topic_template) for t in tenants]
             self._topics_at = time.monotonic()
@@ -315,9 +337,7 @@ class PulsarStreamReader(DataSourceStreamReader):
         (``appId``) are left out: otherwise a replay of a batch 0 that PostgreSQL committed
         would start at its own end and read nothing, and write nothing to the Delta tables
         that still lacked it."""
-        from include.db import connect
-
-        with connect(self._settings) as conn:
+        with self._database() as conn:
             row = conn.execute(
                 "SELECT end_offset FROM stream_batches WHERE app_id <> %s "
                 "ORDER BY committed_at DESC LIMIT 1",
@@ -374,9 +394,7 @@ class PulsarStreamReader(DataSourceStreamReader):
         batch: the start offset changes only when one was committed."""
         if not self._app_id:
             return
-        from include.db import connect
-
-        with connect(self._settings) as conn:
+        with self._database() as conn:
             rows = conn.execute(
                 "SELECT topic, sum((size ->> 0)::bigint), sum((size ->> 1)::bigint) "
                 "FROM (SELECT entry_sizes FROM stream_batches "
@@ -476,6 +494,8 @@ class PulsarStreamReader(DataSourceStreamReader):
                 log.warning("cursor not moved", extra={"topic": topic, "error": str(exc)})
 
     def stop(self) -> None:
+        if self._db is not None:
+            self._db.close()
         for consumer in self._cursors.values():
             consumer.close()
         if self._client is not None:

@@ -46,6 +46,14 @@ _ROW = "__row"
 _SEP = "\x00"
 
 
+def no_rows(schema: pa.Schema) -> pa.Table:
+    """A table of ``schema`` without rows.
+
+    ``Schema.empty_table()`` imports pandas (40 MiB of every process that calls it: the driver
+    and each task worker, which otherwise never need it)."""
+    return pa.Table.from_batches([], schema=schema)
+
+
 def _row_numbers(count: int) -> pa.Array:
     """0, 1, ..., ``count`` - 1 as int64, built in Arrow."""
     ones = pc.fill_null(pa.nulls(count, pa.int64()), 1)

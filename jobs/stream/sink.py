@@ -45,6 +45,7 @@ from jobs.stream.shaping import (
     entry_sizes,
     first_occurrences,
     item_rows,
+    no_rows,
     quarantine_counts,
     quarantine_rows,
     rows_of_messages,
@@ -83,7 +84,7 @@ QUARANTINE = lake_tables.QUARANTINE.name
 TABLES = tuple(t.name for t in lake_tables.LAKE_TABLES)
 PARTITIONS = {t.name: list(t.partition_by) for t in lake_tables.LAKE_TABLES}
 _BUILD = {BRONZE: bronze_rows, SILVER: silver_rows, ITEMS: item_rows, QUARANTINE: quarantine_rows}
-NO_MESSAGES = pa.schema([OUTPUT_SCHEMA.field(n) for n in MESSAGE_KEY]).empty_table()
+NO_MESSAGES = no_rows(pa.schema([OUTPUT_SCHEMA.field(n) for n in MESSAGE_KEY]))
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def batch_files(
 
 def _empty_schema(name: str) -> pa.Schema:
     """Table ``name``'s schema as a batch without rows (and without v2 events) writes it."""
-    return _BUILD[name](OUTPUT_SCHEMA.empty_table()).schema
+    return _BUILD[name](no_rows(OUTPUT_SCHEMA)).schema
 
 
 class LakeSink:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 from pyspark.sql import SparkSession
 
@@ -170,3 +172,41 @@ def test_a_replayed_batch_0_starts_where_it_first_started(stream_settings: Setti
     assert reader.initialOffset() == {"topics": earlier}
     # A new checkpoint (a new app id) starts after the last batch of all.
     assert PulsarStreamReader({"appId": "stream-new"}).initialOffset() == {"topics": own}
+
+
+def test_the_reader_keeps_one_connection_and_opens_another_after_it_broke(
+    stream_settings: Settings,
+) -> None:
+    from jobs.stream.pulsar_source import PulsarStreamReader
+
+    reader = PulsarStreamReader({"appId": "stream-one-connection"})
+    with connect(stream_settings, autocommit=True) as conn:
+
+        def backends() -> list[int]:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'lakehouse' "
+                "AND pid <> pg_backend_pid()"
+            ).fetchall()
+            return sorted(pid for (pid,) in rows)
+
+        before = backends()
+        for _ in range(3):
+            reader.initialOffset()
+            reader._learn_entry_sizes()
+        reader._topics_at = 0.0  # due for a refresh of the tenant list
+        reader.topics()
+        opened = sorted(set(backends()) - set(before))
+        assert len(opened) == 1, f"one connection for every call, not {opened}"
+        # PostgreSQL restarting looks like this to the reader: that one call fails, the next
+        # opens a new connection.
+        conn.execute("SELECT pg_terminate_backend(%s)", (opened[0],))
+        with pytest.raises(psycopg.OperationalError):
+            reader._learn_entry_sizes()
+        assert reader.initialOffset() == {"topics": {}}
+        again = sorted(set(backends()) - set(before))
+        assert len(again) == 1 and again != opened
+        reader.stop()
+        deadline = time.monotonic() + 10  # a backend exits just after its client closed
+        while set(backends()) - set(before) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sorted(set(backends()) - set(before)) == []

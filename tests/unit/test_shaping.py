@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import random
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -519,3 +521,24 @@ def test_rows_where_is_filter_and_copies_nothing_when_it_keeps_every_row(
     assert shaping.rows_where(rows, array).equals(rows.filter(array))
     if all(m is True for m in mask):
         assert shaping.rows_where(rows, array) is rows
+
+
+def test_no_rows_is_an_empty_table_of_the_schema() -> None:
+    schema = pa.schema([("tenant_id", pa.string()), ("n", pa.int64())])
+    table = shaping.no_rows(schema)
+    assert table.num_rows == 0 and table.schema == schema
+
+
+def test_the_stream_driver_and_workers_do_not_import_pandas() -> None:
+    """40 MiB of every process that imports it; nothing on the stream's path needs it."""
+    code = (
+        "import sys, jobs.stream.job, jobs.stream.worker_daemon\n"
+        "from jobs.stream import landing, shaping\n"
+        "shaping.no_rows(landing.TASK_SUMMARY_SCHEMA)\n"
+        "print('pandas' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False", result.stderr[-2000:]
