@@ -20,6 +20,7 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from include.embedded import airflow, broker, postgres, prometheus
 from include.embedded.paths import StatePaths
+from include.jvm import JVM_ENVIRONMENT
 from include.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -75,6 +76,7 @@ def programs(settings: Settings, paths: StatePaths, pg_bindir: Path) -> list[Pro
         generator += ["--seed", str(settings.generator_seed)]
     stream = [
         *_spark_submit(settings.spark_master, settings.spark_driver_memory),
+        *("--driver-java-options", settings.spark_driver_java_options),
         str(REPO_ROOT / "jobs" / "stream" / "job.py"),
     ]
     connect_host, _, connect_port = settings.spark_connect_addr.rpartition(":")
@@ -121,7 +123,7 @@ def programs(settings: Settings, paths: StatePaths, pg_bindir: Path) -> list[Pro
             priority=800,
             stopwaitsecs=60,
             startsecs=5,
-            env=spark_env,
+            env=spark_env | JVM_ENVIRONMENT,
         ),
         # The batch work's Spark (loads, replays): one JVM for every run instead of one per
         # run. Its Python workers run the load's COPY tasks, so they import the project.

@@ -181,6 +181,7 @@ def main() -> int:
         "lakehouse-stream",
         settings.spark_driver_memory,
         settings.spark_cores_max,
+        settings.spark_driver_java_options,
     )
     spark.sparkContext.setLogLevel("WARN")
     query = start_stream(spark, settings)

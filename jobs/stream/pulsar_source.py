@@ -408,10 +408,24 @@ class PulsarStreamReader(DataSourceStreamReader):
             if messages > 0 and entries > 0:
                 self._rows_per_entry[topic] = int(messages) / int(entries)
 
-    def _per_entry(self, topic: str, after: tuple[int, int, int] | None, sample: Any) -> float:
+    def _per_entry(
+        self,
+        topic: str,
+        after: tuple[int, int, int] | None,
+        newest: tuple[int, int, int],
+        sample: Any,
+    ) -> float:
         per_entry = self._rows_per_entry.get(topic)
         if per_entry is None or after is None:
-            per_entry = sample(self._pulsar(), topic, after)
+            # No batch has read this topic yet: sample its entries where the range starts and
+            # halfway to the newest. A producer's first entries are its smallest (the burst
+            # benchmark's first batch was 118,507 messages for a limit of 50,000 when sized
+            # from them alone), and the larger estimate errs towards a smaller batch.
+            client = self._pulsar()
+            per_entry = sample(client, topic, after)
+            middle = (self._first_entry(after) + newest[1]) // 2
+            if not _across_ledgers(after, newest) and middle > self._first_entry(after):
+                per_entry = max(per_entry, sample(client, topic, (newest[0], middle - 1, -1)))
             if per_entry > 0:
                 self._rows_per_entry[topic] = per_entry
         return per_entry or _DEFAULT_ROWS_PER_ENTRY
@@ -428,7 +442,7 @@ class PulsarStreamReader(DataSourceStreamReader):
         if _across_ledgers(after, newest):
             return float("inf")
         entries = newest[1] - self._first_entry(after) + 1
-        return max(1, entries) * self._per_entry(topic, after, sample)
+        return max(1, entries) * self._per_entry(topic, after, newest, sample)
 
     def _cut(
         self,

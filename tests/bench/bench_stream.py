@@ -54,13 +54,20 @@ TARGET_PEAK_BYTES = 1.5e9  # peak memory of the job's processes (1.5 GB)
 
 def _memory_by_kind(pid: int) -> dict[str, int]:
     """Proportional set size (shared pages split between their users, so the parts add up)
-    of the driver (this process), the JVM and the Python workers and daemons."""
+    of the driver (this process), the JVM and the Python workers and daemons it started.
+
+    The bench's other children (the generator publishing the steady phases) are not the
+    stream's: they are left out."""
     process = psutil.Process(pid)
     sizes = {"driver": process.memory_full_info().pss, "jvm": 0, "python workers": 0}
-    for child in process.children(recursive=True):
+    for jvm in process.children():
         with contextlib.suppress(psutil.NoSuchProcess):
-            kind = "jvm" if child.name() == "java" else "python workers"
-            sizes[kind] += child.memory_full_info().pss
+            if jvm.name() != "java":
+                continue
+            sizes["jvm"] += jvm.memory_full_info().pss
+            for worker in jvm.children(recursive=True):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    sizes["python workers"] += worker.memory_full_info().pss
     return sizes
 
 
@@ -217,7 +224,12 @@ def main() -> None:
     log (one JSON line per batch, with its phases) goes to stderr."""
     configure_logging("INFO")
     with embedded_platform(stream_max_records_per_batch=BATCH) as settings:
-        spark = create_session("local[2]", "bench-stream", settings.spark_driver_memory)
+        spark = create_session(
+            "local[2]",
+            "bench-stream",
+            settings.spark_driver_memory,
+            driver_java_options=settings.spark_driver_java_options,
+        )
         backlog = backlog_phase(spark, settings)
         summary, sizes, peak = backlog["summary"], backlog["sizes"], backlog["peak"]
         print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Iterator
@@ -88,6 +89,53 @@ def test_batches_after_the_first_keep_to_the_limit(
     assert len(full) >= 4, sizes
     assert statistics.median(full) <= limit * 1.25, sizes
     assert max(full) <= limit * 2, sizes
+
+
+def test_the_first_batch_keeps_to_the_limit_when_a_producer_starts_small(
+    spark: SparkSession, stream_settings: Settings
+) -> None:
+    # A producer's first entries are its smallest; sized from them alone, the first batch of a
+    # backlog took everything (the benchmark's was 118,507 messages for a limit of 50,000).
+    import pulsar
+
+    from include.pulsar_client import pulsar_client
+
+    settings = stream_settings
+    limit = settings.stream_max_records_per_batch
+    tenants = ["small_start"]
+    merchants = register(settings, tenants)
+    topic = topic_for(tenants[0], settings.topic_template)
+    reference = Reference()
+    client = pulsar_client(settings.pulsar_url)
+    try:
+        producer = client.create_producer(
+            topic, batching_enabled=True, batching_max_messages=1_000,
+            batching_max_publish_delay_ms=60_000,
+        )  # fmt: skip
+        results: list[Any] = []
+        for size in (1, 2, 4, 8, 16, 32, 64, 128):  # eight entries, growing (quarantined)
+            for n in range(size):
+                producer.send_async(b"not json %d" % n, lambda result, _id: results.append(result))
+            producer.flush()
+            reference.published += size
+        assert results == [pulsar.Result.Ok] * reference.published
+        producer.close()
+    finally:
+        client.close()
+    publish_mix(settings, merchants, 6 * limit, seed=26, reference=reference)
+    run_stream_until_consumed(spark, settings, [topic], reference)
+    with connect(settings) as conn:
+        sizes = [
+            r[0]
+            for r in conn.execute(
+                "SELECT input_rows FROM stream_batches ORDER BY batch_id"
+            ).fetchall()
+        ]
+    assert sum(sizes) == reference.published
+    # Before, the first batch was the whole backlog (15,260 messages for a limit of 2,500). The
+    # batch after it still sizes from what the first read (a few small entries) and overshoots:
+    # learning from unrepresentative batches is not solved yet.
+    assert len(sizes) >= 2 and sizes[0] <= limit * 2, sizes
 
 
 def test_a_lost_checkpoint_reads_nothing_twice(
@@ -210,3 +258,32 @@ def test_the_reader_keeps_one_connection_and_opens_another_after_it_broke(
         while set(backends()) - set(before) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert sorted(set(backends()) - set(before)) == []
+
+
+def test_the_task_workers_never_import_pandas(
+    spark: SparkSession, stream_settings: Settings
+) -> None:
+    # pyarrow imports pandas to ask whether a Python list is a pandas object (38 MiB in each
+    # task worker); the workers' daemon answers that question before it forks them.
+    import psutil
+
+    settings = stream_settings
+    tenants = ["pandas_free"]
+    merchants = register(settings, tenants)
+    reference = Reference()
+    publish_mix(settings, merchants, 3_000, seed=27, reference=reference)
+    run_stream_until_consumed(
+        spark, settings, [topic_for(t, settings.topic_template) for t in tenants], reference
+    )
+    assert_end_state(settings, reference, tenants)
+    # The daemon and the workers it forked (idle workers stay for a minute after their task).
+    workers = []
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # exited, or a zombie of an earlier test
+            if "-m jobs.stream.worker_daemon" in " ".join(process.cmdline()):
+                workers.append(process)
+    assert len(workers) >= 2, [p.cmdline() for p in workers]
+    for worker in workers:
+        maps = Path(f"/proc/{worker.pid}/maps").read_text()
+        assert "pyarrow/libarrow" in maps, worker.cmdline()  # the check sees the libraries
+        assert "pandas/_libs" not in maps, f"pandas loaded in {worker.pid} {worker.cmdline()}"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import configparser
+import shlex
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,17 @@ def test_the_spark_connect_server_listens_where_the_settings_say(tmp_path: Path)
     root = str(Path(__file__).resolve().parents[2])
     assert f'PYTHONPATH="{root}"' in parser.get(section, "environment")
     assert settings.spark_connect_url == "sc://127.0.0.1:16123"
+
+
+def test_the_stream_jvm_starts_with_its_java_options_and_two_malloc_arenas(
+    tmp_path: Path,
+) -> None:
+    paths = StatePaths.under(tmp_path)
+    settings = Settings(state_dir=tmp_path, spark_driver_java_options="-XX:+UseSerialGC -Xmn32m")
+    parser = configparser.RawConfigParser()
+    parser.read_string(render_config(settings, paths, Path("/usr/lib/postgresql/15/bin")))
+    command = shlex.split(parser.get("program:stream", "command"))
+    assert command[command.index("--driver-java-options") + 1] == "-XX:+UseSerialGC -Xmn32m"
+    assert command[-1].endswith("jobs/stream/job.py")
+    # glibc reads it when the JVM starts, so it is in spark-submit's environment.
+    assert 'MALLOC_ARENA_MAX="2"' in parser.get("program:stream", "environment")
