@@ -25,8 +25,7 @@ from include.lake.storage import Location, as_location
 from include.settings import Settings
 from jobs.stream import metrics
 from jobs.stream.landing import settle_candidates, split_landed
-from jobs.stream.landing_schema import Landing
-from jobs.stream.pulsar_source import landing_source
+from jobs.stream.pulsar_source import Landing, landing_source
 from jobs.stream.repair import repair_unfinished_batches
 from jobs.stream.shaping import batch_figures
 from jobs.stream.sink import PARTITIONS, BatchResult, LakeSink

@@ -1,21 +1,15 @@
-"""What a landing task is given and what it yields: ``Landing`` (where it writes), the
-description of each file it writes (``FILES_SCHEMA``) and its output rows (``LANDED_SCHEMA``).
+"""What a landing task yields: the description of each file it writes (``FILES_SCHEMA``) and
+its output rows (``LANDED_SCHEMA``).
 
-Kept apart from ``jobs.stream.landing`` and ``jobs.stream.delta_files`` so that it imports
-only pyarrow: the registered source class carries a ``Landing``, and Spark unpickles that class
-in its planning processes (``create_data_source``, ``plan_data_source_read``, the streaming
-source runner), which never land anything. Through ``jobs.stream.landing`` each of them imported
-deltalake, psycopg, pandas and pydantic: about 80 MiB per process, alive for the query's first
-minute, while the first backlog drains (issue #14's memory figure).
+Kept apart from ``jobs.stream.landing`` and ``jobs.stream.delta_files`` so that it imports only
+pyarrow: the driver's sink and the tasks share it, and neither needs the other's modules. Where
+a task lands (``Landing``) travels in the pickled source class and partitions, so it lives in
+``jobs.stream.pulsar_source``, which Spark's planning processes import without pyarrow.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import pyarrow as pa
-
-from include.lake.storage import Location
 
 FILES_SCHEMA = pa.schema(
     [
@@ -38,12 +32,3 @@ LANDED_SCHEMA = pa.schema(
     [pa.field(FILE_PREFIX + f.name, f.type, nullable=True) for f in FILES_SCHEMA]
     + [pa.field(FILE_PREFIX + "sure", pa.bool_()), pa.field(SUMMARY_COLUMN, pa.binary())]
 )
-
-
-@dataclass(frozen=True)
-class Landing:
-    """Where a partition task lands its rows: the lake, and the PostgreSQL database whose
-    ``stream_event_keys`` it looks its keys up in. Travels inside the pickled partition."""
-
-    lake: Location
-    dsn: str = field(repr=False)

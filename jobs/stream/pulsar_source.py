@@ -31,17 +31,16 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from include.lake.storage import Location
     from include.settings import Settings
-    from jobs.stream.landing_schema import Landing
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +48,13 @@ SOURCE_SCHEMA = (
     "topic string, message_id string, publish_time timestamp, key string, "
     "properties map<string,string>, value binary"
 )
-ARROW_SCHEMA = pa.schema(
-    [
-        ("topic", pa.string()),
-        ("message_id", pa.string()),
-        ("publish_time", pa.timestamp("us", tz="UTC")),
-        ("key", pa.string()),
-        ("properties", pa.map_(pa.string(), pa.string())),
-        ("value", pa.binary()),
-    ]
+# ``jobs.stream.landing_schema.LANDED_SCHEMA`` in Spark's DDL (a unit test holds them equal):
+# planning asks the source for its schema, and as Arrow that would import pyarrow there.
+LANDED_DDL = (
+    "file_table string, file_path string, file_size bigint, file_partition_values string, "
+    "file_num_records bigint, file_stats string, file_schema binary, file_sure boolean, "
+    "summary binary"
 )
-# Messages per record batch of a read: each is validated as a whole, and validation holds its
-# rows' Python objects until the batch is Arrow. 10,000 made each task worker peak 20-40 MiB
-# higher than 2,500 or 1,000 in `make bench-stream` (the stream's peak 1.48-1.56 GiB against
-# 1.39-1.43), at the same rate.
-_ARROW_BATCH_ROWS = 2_500
 # Assumed when a sample read gets nothing in time: a full producer batch, so that a failed
 # sample errs towards smaller micro-batches (the sample is taken again next time).
 _DEFAULT_ROWS_PER_ENTRY = 1_000
@@ -99,6 +90,15 @@ class Validation:
 
 
 @dataclass(frozen=True)
+class Landing:
+    """Where a partition task lands its rows: the lake, and the PostgreSQL database whose
+    ``stream_event_keys`` it looks its keys up in. Travels inside the pickled partition."""
+
+    lake: Location
+    dsn: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class TopicRange(InputPartition):
     """Messages of ``topic`` after ``after`` (exclusive) up to ``until`` (inclusive)."""
 
@@ -123,116 +123,6 @@ def _position(value: list[int] | None) -> tuple[int, int, int] | None:
 def _across_ledgers(after: tuple[int, int, int] | None, newest: tuple[int, int, int]) -> bool:
     """Whether the range spans a ledger change, where entry counts (so row counts) are unknown."""
     return after is not None and after[0] != newest[0]
-
-
-def read_partition(part: TopicRange) -> Iterator[pa.RecordBatch]:
-    """Executor side: the range's messages as Arrow record batches, each message once; validated
-    and flattened when the partition carries a ``Validation``."""
-    raw = read_raw(part)
-    if part.validation is None:
-        return raw
-    validated = _validated(raw, part.validation)
-    if part.landing is None:
-        return validated
-    from jobs.stream.landing import counted_in, land_partition
-    from jobs.stream.sink import TABLES
-    from jobs.stream.worker_gc import returning_freed_memory
-
-    return returning_freed_memory(
-        land_partition(validated, part.landing.lake, TABLES, counted_in(part.landing.dsn))
-    )
-
-
-def _validated(raw: Iterator[pa.RecordBatch], validation: Validation) -> Iterator[pa.RecordBatch]:
-    from jobs.stream.validate import validate_batch
-    from jobs.stream.worker_gc import freeze_survivors
-
-    freeze_survivors()
-
-    currencies = dict(validation.currencies)
-    ingest_time = datetime.now(UTC)
-    for batch in raw:
-        yield validate_batch(
-            batch,
-            currencies,
-            validation.topic_template,
-            validation.max_payload_bytes,
-            ingest_time,
-        )
-
-
-# One Pulsar client per Python worker process (Spark reuses its Python workers across tasks):
-# a client costs a connection and its threads, and every task of every batch used to make one.
-_CLIENTS: dict[tuple[str, str | None], Any] = {}
-
-
-def _worker_client(service_url: str, auth_token: str | None) -> Any:
-    key = (service_url, auth_token)
-    client = _CLIENTS.get(key)
-    if client is None:
-        from include.pulsar_client import pulsar_client
-
-        client = _CLIENTS[key] = pulsar_client(service_url, auth_token)
-    return client
-
-
-def _drop_worker_client(service_url: str, auth_token: str | None) -> None:
-    client = _CLIENTS.pop((service_url, auth_token), None)
-    if client is not None:
-        try:
-            client.close()
-        except Exception as exc:  # closing a broken client must not hide the read's error
-            log.warning("pulsar client not closed", extra={"error": str(exc)})
-
-
-def read_raw(part: TopicRange) -> Iterator[pa.RecordBatch]:
-    """The range's raw messages (``ARROW_SCHEMA``), each message once."""
-    from include.pulsar_read import read_range
-
-    client = _worker_client(part.service_url, part.auth_token)
-    columns: dict[str, list[Any]] = {name: [] for name in ARROW_SCHEMA.names}
-    published: list[int] = []
-    try:
-        for message in read_range(
-            client, part.topic, part.after, part.until, read_timeout_ms=part.read_timeout_ms
-        ):
-            msg_id = message.message_id()
-            columns["message_id"].append(
-                f"{msg_id.ledger_id()}:{msg_id.entry_id()}:{msg_id.batch_index()}"
-            )
-            published.append(message.publish_timestamp())
-            columns["key"].append(message.partition_key() or None)
-            columns["properties"].append(list(message.properties().items()))
-            columns["value"].append(message.data())
-            if len(published) >= _ARROW_BATCH_ROWS:
-                yield _raw_batch(part.topic, columns, published)
-                columns = {name: [] for name in ARROW_SCHEMA.names}
-                published = []
-    except BaseException:
-        # A client that failed a read may hold a broken connection: the next task makes anew.
-        _drop_worker_client(part.service_url, part.auth_token)
-        raise
-    if published:
-        yield _raw_batch(part.topic, columns, published)
-
-
-def _raw_batch(
-    topic: str, columns: dict[str, list[Any]], published_ms: list[int]
-) -> pa.RecordBatch:
-    # Publish times stay integers until here: one cast instead of a datetime per message.
-    millis = pa.array(published_ms, pa.int64())
-    publish_time = pc.multiply(millis, 1_000).cast(pa.timestamp("us", tz="UTC"))
-    return pa.RecordBatch.from_arrays(
-        [
-            pa.array([topic] * len(published_ms), pa.string()),
-            pa.array(columns["message_id"], pa.string()),
-            publish_time,
-            pa.array(columns["key"], pa.string()),
-            pa.array(columns["properties"], ARROW_SCHEMA.field("properties").type),
-            pa.array(columns["value"], pa.binary()),
-        ],
-        schema=ARROW_SCHEMA,
-    )
 
 
 class PulsarStreamReader(DataSourceStreamReader):
@@ -497,6 +387,8 @@ class PulsarStreamReader(DataSourceStreamReader):
         return ranges
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
+        from jobs.stream.partition_read import read_partition
+
         assert isinstance(partition, TopicRange)
         return read_partition(partition)
 
@@ -533,11 +425,7 @@ class PulsarDataSource(DataSource):
     def schema(self) -> Any:
         options = {k.lower(): v for k, v in self.options.items()}
         if self.landing is not None:
-            from pyspark.sql.pandas.types import from_arrow_schema
-
-            from jobs.stream.landing_schema import LANDED_SCHEMA
-
-            return from_arrow_schema(LANDED_SCHEMA)
+            return LANDED_DDL
         if options.get("validate", "false").lower() == "true":
             from pyspark.sql.pandas.types import from_arrow_schema
 

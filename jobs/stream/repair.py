@@ -20,7 +20,8 @@ import pyarrow as pa
 
 from include.db import connect
 from include.settings import Settings
-from jobs.stream.pulsar_source import TopicRange, Validation, read_partition
+from jobs.stream.partition_read import read_partition
+from jobs.stream.pulsar_source import TopicRange, Validation
 from jobs.stream.sink import TABLES, LakeSink
 from jobs.stream.validate import OUTPUT_SCHEMA
 

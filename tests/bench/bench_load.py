@@ -46,7 +46,7 @@ from include.embedded import supervisor
 from include.settings import Settings
 from include.tenants import register_tenant, topic_for
 from include.warehouse.tables import EVENTS
-from jobs.stream.pulsar_source import ARROW_SCHEMA
+from jobs.stream.partition_read import ARROW_SCHEMA
 from jobs.stream.sink import LakeSink
 from jobs.stream.validate import validate_batch
 from tests.bench.idle_cost import TARGET_CORES, measure_idle_cost

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from generator.catalog import demo_tenant_ids, merchant_profile
 from generator.sessions import SessionFactory
-from jobs.stream.pulsar_source import ARROW_SCHEMA
+from jobs.stream.partition_read import ARROW_SCHEMA
 from jobs.stream.validate import validate_batch
 from tests.validate_reference import validate_batch_pydantic
 

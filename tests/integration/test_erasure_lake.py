@@ -44,7 +44,7 @@ from include.warehouse.erasure import (
     mark_running,
 )
 from include.warehouse.partitions import Month, ensure_partitions
-from jobs.stream.pulsar_source import ARROW_SCHEMA
+from jobs.stream.partition_read import ARROW_SCHEMA
 from jobs.stream.sink import LakeSink
 from jobs.stream.validate import validate_batch
 

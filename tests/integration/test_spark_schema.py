@@ -69,7 +69,7 @@ def test_validation_in_spark_matches_the_contract(spark: SparkSession) -> None:
     from pyspark.sql.pandas.types import from_arrow_schema
     from pyspark.testing import assertDataFrameEqual
 
-    from jobs.stream.pulsar_source import ARROW_SCHEMA
+    from jobs.stream.partition_read import ARROW_SCHEMA
     from jobs.stream.validate import OUTPUT_SCHEMA, validate_batch
 
     now = datetime(2026, 5, 1, tzinfo=UTC)  # publish and ingest time: validation reads no clock

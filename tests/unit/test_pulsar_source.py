@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-from jobs.stream.pulsar_source import (
-    ARROW_SCHEMA,
-    TopicRange,
-    Validation,
-    _raw_batch,
-    _validated,
-)
+from jobs.stream.partition_read import ARROW_SCHEMA, _raw_batch, _validated
+from jobs.stream.pulsar_source import TopicRange, Validation
 from jobs.stream.validate import OUTPUT_SCHEMA, validate_batch
 
 TOPIC = "persistent://public/default/acme_shop.events"
@@ -86,7 +84,7 @@ def test_the_validation_context_travels_in_the_pickled_partition() -> None:
 
 
 def test_a_python_worker_keeps_one_client_until_a_read_fails() -> None:
-    from jobs.stream.pulsar_source import _drop_worker_client, _worker_client
+    from jobs.stream.partition_read import _drop_worker_client, _worker_client
 
     # Creating a client connects to nothing until it is used.
     url = "pulsar://127.0.0.1:1"
@@ -97,3 +95,39 @@ def test_a_python_worker_keeps_one_client_until_a_read_fails() -> None:
     _drop_worker_client(url, "token")
     assert _worker_client(url, None) is not first
     _drop_worker_client(url, None)
+
+
+def test_the_landing_sources_ddl_is_the_landed_arrow_schema() -> None:
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from jobs.stream.landing_schema import LANDED_SCHEMA
+    from jobs.stream.pulsar_source import LANDED_DDL
+
+    expected = [(f.name, f.dataType.simpleString()) for f in from_arrow_schema(LANDED_SCHEMA)]
+    assert [tuple(column.split(" ")) for column in LANDED_DDL.split(", ")] == expected
+    assert all(f.nullable for f in LANDED_SCHEMA), "DDL columns are nullable"
+
+
+def test_planning_the_landing_source_imports_no_pyarrow(tmp_path: Path) -> None:
+    # Spark unpickles the registered source class in create_data_source and asks its schema;
+    # with pyarrow (and numpy) that process held about 45 MiB more.
+    from pyspark import cloudpickle
+
+    from include.lake.storage import Location
+    from jobs.stream.pulsar_source import Landing, landing_source
+
+    source = landing_source(Landing(Location(str(tmp_path)), "postgresql://nowhere"))
+    pickled = tmp_path / "source.pickle"
+    pickled.write_bytes(cloudpickle.dumps(source))  # type: ignore[no-untyped-call]
+    code = (
+        "import pickle, sys\n"
+        "import pyspark.sql.worker.create_data_source\n"
+        f"source = pickle.loads(open({str(pickled)!r}, 'rb').read())\n"
+        "print(source({}).schema().split(',')[0])\n"
+        "print('pyarrow' in sys.modules, 'numpy' in sys.modules)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["file_table", "string", "False", "False"]

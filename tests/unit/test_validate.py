@@ -13,7 +13,7 @@ import pytest
 
 from generator.catalog import merchant_profile
 from generator.sessions import SessionFactory
-from jobs.stream.pulsar_source import ARROW_SCHEMA
+from jobs.stream.partition_read import ARROW_SCHEMA
 from jobs.stream.validate import MAX_CLOCK_SKEW, MAX_EVENT_AGE, OUTPUT_SCHEMA, validate_batch
 
 TEMPLATE = "persistent://public/default/{tenant_id}.events"

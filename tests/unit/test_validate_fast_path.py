@@ -25,7 +25,7 @@ import pytest
 from generator.catalog import merchant_profile
 from generator.sessions import SessionFactory
 from include.events import fast, models
-from jobs.stream.pulsar_source import ARROW_SCHEMA
+from jobs.stream.partition_read import ARROW_SCHEMA
 from jobs.stream.validate import (
     COLUMNS,
     MAX_CLOCK_SKEW,
