@@ -186,6 +186,13 @@ def publish_valid(
     reference.published += len(payloads)
 
 
+def batch_sizes(settings: Settings) -> list[int]:
+    """The messages each committed micro-batch read, in batch order."""
+    with connect(settings) as conn:
+        rows = conn.execute("SELECT input_rows FROM stream_batches ORDER BY batch_id").fetchall()
+    return [int(r[0]) for r in rows]
+
+
 def wait_until_consumed(
     settings: Settings,
     expected_rows: int,

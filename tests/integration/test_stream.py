@@ -20,6 +20,7 @@ from include.tenants import topic_for
 from tests.integration.stream_fixtures import (
     Reference,
     assert_end_state,
+    batch_sizes,
     publish_mix,
     register,
     run_stream_until_consumed,
@@ -72,13 +73,7 @@ def test_batches_after_the_first_keep_to_the_limit(
     topics = [topic_for(t, settings.topic_template) for t in tenants]
     run_stream_until_consumed(spark, settings, topics, reference)
     assert_end_state(settings, reference, tenants)
-    with connect(settings) as conn:
-        sizes = [
-            r[0]
-            for r in conn.execute(
-                "SELECT input_rows FROM stream_batches ORDER BY batch_id"
-            ).fetchall()
-        ]
+    sizes = batch_sizes(settings)
     assert sum(sizes) == reference.published
     # The first batch is sized from a sample of each topic's first entries, every later one
     # from what the batches before it read. A range is cut after a whole number of entries of
@@ -124,13 +119,7 @@ def test_the_first_batch_keeps_to_the_limit_when_a_producer_starts_small(
         client.close()
     publish_mix(settings, merchants, 6 * limit, seed=26, reference=reference)
     run_stream_until_consumed(spark, settings, [topic], reference)
-    with connect(settings) as conn:
-        sizes = [
-            r[0]
-            for r in conn.execute(
-                "SELECT input_rows FROM stream_batches ORDER BY batch_id"
-            ).fetchall()
-        ]
+    sizes = batch_sizes(settings)
     assert sum(sizes) == reference.published
     # Before, the first batch was the whole backlog (15,260 messages for a limit of 2,500). The
     # batch after it still sizes from what the first read (a few small entries) and overshoots:
