@@ -24,7 +24,7 @@ from pyspark.sql.streaming.query import StreamingQuery
 from include.lake.storage import Location, as_location
 from include.settings import Settings
 from jobs.stream import metrics
-from jobs.stream.landing import settle_candidates, split_landed
+from jobs.stream.landing import Claim, claim_for, settle_candidates, split_landed
 from jobs.stream.pulsar_source import Landing, landing_source
 from jobs.stream.repair import repair_unfinished_batches
 from jobs.stream.shaping import batch_figures
@@ -55,9 +55,10 @@ def _use_s3_checkpoint(spark: SparkSession, settings: Settings) -> None:
 def write_micro_batch(
     sink: LakeSink, frame: DataFrame, batch_id: int, phases: dict[str, float] | None = None
 ) -> tuple[pa.Table, BatchResult]:
-    """One micro-batch of a landing source (``jobs.stream.landing``): its tasks have read,
-    validated and written the Delta files; the driver collects the summary rows and the files,
-    runs the PostgreSQL step, keeps silver's and event_items' chosen rows, and commits.
+    """One micro-batch of a landing source (``jobs.stream.landing``): its tasks read, validate,
+    claim their keys for the batch and write the Delta files as the driver collects the summary
+    rows and the files; the driver runs the PostgreSQL step, keeps silver's and event_items'
+    chosen rows, and commits.
 
     ``phases``, when given, receives the seconds each step took (the batch's log line)."""
     phases = {} if phases is None else phases
@@ -69,10 +70,11 @@ def write_micro_batch(
         phases[name] = round(now - clock, 3)
         clock = now
 
-    landed = split_landed(frame.toArrow())
+    with claim_for(frame.sparkSession.sparkContext, Claim(sink.app_id, batch_id)):
+        landed = split_landed(frame.toArrow())
     summary = landed.summary
     lap("read")
-    plan = sink.plan_batch(summary, batch_id)
+    plan = sink.plan_batch(summary, batch_id, landed.sure)
     lap("postgres")
     files = settle_candidates(landed, plan.silver_messages, plan.pending, sink.lake, PARTITIONS)
     lap("files")
@@ -113,6 +115,7 @@ def _record(
             "rows_per_second": round(table.num_rows / max(seconds, 1e-6)),
             "lag_seconds": {t: round(s, 3) for t, s in figures.lag_seconds.items()},
             "replayed": result.skipped_postgres,
+            "claimed_by_tasks": result.claimed_by_tasks,
             "skipped_tables": list(result.skipped_tables),
         },
     )

@@ -8,21 +8,26 @@ packed as one Arrow IPC value) cross into the JVM and on to the driver, so no me
 converted to a JVM row, cached, or sent to Python a second time.
 
 Silver and event_items need the batch's first occurrence of each event key that no earlier
-batch counted, which the driver's PostgreSQL step decides after the read. A valid row's tenant is
-its topic's tenant and one task reads one topic, so the partition's first occurrences are the
-batch's. The task looks its first occurrences' keys up in ``stream_event_keys`` (one indexed
-query): a key not there yet is counted by this batch, so its rows go to the *sure* files; a key
-already there (an event sent again, or this very batch when it is replayed) goes to the *maybe*
-files. The summary rows say which rows went where (``landed_sure``). The driver then commits the
-sure files, and of the maybe files the rows it chose (``settle_candidates``: usually none, so
-they are deleted; a replay rewrites them with its chosen rows). If a sure row was not chosen
-after all (the key was counted between the lookup and the PostgreSQL step, which no writer
-here does), the driver rewrites that file too: the lookup is an optimisation, the PostgreSQL
-step decides.
+batch counted. A valid row's tenant is its topic's tenant and one task reads one topic, so the
+partition's first occurrences are the batch's. The task claims its first occurrences' keys for
+the batch in ``stream_event_keys`` (``postgres_step.claim_keys``, one statement): a key the
+batch now holds is counted by it, so its rows go to the *sure* files; a key some recorded batch
+counted (an event sent again, or this very batch when it is replayed after PostgreSQL recorded
+it) goes to the *maybe* files. The summary rows say which rows went where (``landed_sure``), and
+the driver's PostgreSQL step adds up the sure rows once it has checked they are the batch's
+claims. The driver then commits the sure files, and of the maybe files the rows it chose
+(``settle_candidates``: usually none, so they are deleted; a replay rewrites them with its
+chosen rows). If a sure row was not chosen after all (the claims did not match, and the
+driver's own claim decided otherwise), the driver rewrites that file too.
+
+The batch a task claims for comes from the job that runs it: the driver sets the Spark local
+property ``CLAIM_PROPERTY`` before it collects the batch (``claim_for``). A task without it
+(a read outside the stream's micro-batch) only looks its keys up and claims nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -30,7 +35,7 @@ import posixpath
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pyarrow as pa
@@ -41,7 +46,7 @@ from include.events.flatten import v2_only_columns
 from include.lake.storage import Location
 from jobs.stream.delta_files import write_files
 from jobs.stream.landing_schema import FILE_PREFIX, FILES_SCHEMA, LANDED_SCHEMA, SUMMARY_COLUMN
-from jobs.stream.postgres_step import counted_keys
+from jobs.stream.postgres_step import claim_keys, counted_keys
 from jobs.stream.shaping import (
     EVENT_KEY,
     MESSAGE_KEY,
@@ -58,6 +63,9 @@ from jobs.stream.sink import PARTITIONS, batch_files
 from jobs.stream.sink import SILVER as _SILVER
 from jobs.stream.validate import OUTPUT_SCHEMA, VALID
 
+if TYPE_CHECKING:
+    from pyspark import SparkContext
+
 log = logging.getLogger("jobs.stream")
 
 _SURE = "landed_sure"
@@ -68,24 +76,70 @@ _GROUP = PARTITIONS[_SILVER]
 
 # One PostgreSQL connection per Python worker process, like the Pulsar client.
 _CONNECTIONS: dict[str, psycopg.Connection] = {}
+# The Spark local property naming the batch a job's tasks claim keys for.
+CLAIM_PROPERTY = "lakehouse.stream.claim"
 
 
-def counted_in(dsn: str) -> Callable[[str, list[str]], set[str]]:
-    """``land_partition``'s ``counted``, asking the database at ``dsn``."""
+@dataclass(frozen=True)
+class Claim:
+    """The micro-batch (of a checkpoint's app id) a task claims its keys for."""
 
-    def counted(tenant: str, event_ids: list[str]) -> set[str]:
+    app_id: str
+    batch_id: int
+
+    def to_property(self) -> str:
+        """As ``CLAIM_PROPERTY``'s value."""
+        return f"{self.batch_id}:{self.app_id}"
+
+    @classmethod
+    def from_property(cls, value: str | None) -> Claim | None:
+        """The claim a ``CLAIM_PROPERTY`` value names (None for none)."""
+        if not value:
+            return None
+        batch, app = value.split(":", 1)
+        return cls(app, int(batch))
+
+
+@contextlib.contextmanager
+def claim_for(spark: SparkContext, claim: Claim) -> Iterator[None]:
+    """Driver side: the jobs this thread runs inside claim for ``claim``'s batch."""
+    spark.setLocalProperty(CLAIM_PROPERTY, claim.to_property())
+    try:
+        yield
+    finally:
+        # None removes the property (SparkContext.setLocalProperty); PySpark types it str.
+        spark.setLocalProperty(CLAIM_PROPERTY, None)  # type: ignore[arg-type]
+
+
+def task_claim() -> Claim | None:
+    """Executor side: the claim the running task's job carries, if any."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    return (
+        None if context is None else Claim.from_property(context.getLocalProperty(CLAIM_PROPERTY))
+    )
+
+
+def owned_in(dsn: str, claim: Claim | None) -> Callable[[str, list[str]], set[str]]:
+    """``land_partition``'s ``owned``, asking the database at ``dsn``: with a ``claim``, the
+    keys the task claims; without, those no batch counted yet (claiming nothing)."""
+
+    def owned(tenant: str, event_ids: list[str]) -> set[str]:
         conn = _CONNECTIONS.get(dsn)
         if conn is None or conn.closed:
             conn = _CONNECTIONS[dsn] = psycopg.connect(dsn, autocommit=True)
         try:
-            return counted_keys(conn, tenant, event_ids)
+            if claim is not None:
+                return claim_keys(conn, claim.app_id, claim.batch_id, tenant, event_ids)
+            return set(event_ids) - counted_keys(conn, tenant, event_ids)
         except BaseException:
             # A failed connection is not kept for the next task.
             _CONNECTIONS.pop(dsn, None)
             conn.close()
             raise
 
-    return counted
+    return owned
 
 
 def _with_nulls(batch: pa.RecordBatch, names: list[str]) -> pa.RecordBatch:
@@ -101,23 +155,21 @@ def land_partition(
     validated: Iterator[pa.RecordBatch],
     lake: Location,
     tables: tuple[str, ...],
-    counted: Callable[[str, list[str]], set[str]],
+    owned: Callable[[str, list[str]], set[str]],
 ) -> Iterator[pa.RecordBatch]:
     """Executor side: write ``tables``' files of one partition's validated rows
     (``OUTPUT_SCHEMA``) and yield its ``LANDED_SCHEMA`` batches.
 
-    ``counted(tenant, event_ids)`` returns those of the tenant's event ids some batch counted."""
+    ``owned(tenant, event_ids)`` returns those of the tenant's event ids this batch counts."""
     rows = pa.Table.from_batches(list(validated), schema=OUTPUT_SCHEMA)
     is_valid = pc.equal(rows.column("status"), VALID)
     valid = rows_where(rows, is_valid)
     # Only what the key lookup and the sure/maybe split read: a take copies every column.
     firsts = valid.select([*EVENT_KEY, *MESSAGE_KEY]).take(first_occurrences(valid))
-    seen = _counted_keys(firsts, counted)
-    maybe = rows_of_keys(firsts, seen).select(MESSAGE_KEY)
-    sure_rows = firsts.filter(
-        pc.invert(pc.is_in(_message_text(firsts), value_set=_message_text(maybe)))
-    )
-    sure = sure_rows.select(MESSAGE_KEY)
+    sure = rows_of_keys(firsts, _owned_keys(firsts, owned)).select(MESSAGE_KEY)
+    maybe = firsts.filter(
+        pc.invert(pc.is_in(_message_text(firsts), value_set=_message_text(sure)))
+    ).select(MESSAGE_KEY)
     files = [(True, f) for f in batch_files(rows, lake, tables, sure)]
     candidates = tuple(t for t in tables if t in (_SILVER, _ITEMS))
     if maybe.num_rows and candidates:
@@ -163,12 +215,12 @@ def _message_text(rows: pa.Table | pa.RecordBatch) -> pa.Array:
     return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
 
 
-def _counted_keys(firsts: pa.Table, counted: Callable[[str, list[str]], set[str]]) -> pa.Table:
-    """The (tenant, event id) keys of ``firsts`` some batch already counted."""
+def _owned_keys(firsts: pa.Table, owned: Callable[[str, list[str]], set[str]]) -> pa.Table:
+    """The (tenant, event id) keys of ``firsts`` this batch counts."""
     tenants, events = [], []
     for tenant in pc.unique(firsts.column("tenant_id")).to_pylist():  # one per topic
         ids = firsts.filter(pc.equal(firsts.column("tenant_id"), tenant)).column("event_id")
-        found = counted(tenant, ids.to_pylist())
+        found = owned(tenant, ids.to_pylist())
         tenants += [tenant] * len(found)
         events += sorted(found)
     return pa.table(

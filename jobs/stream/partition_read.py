@@ -49,12 +49,14 @@ def read_partition(part: TopicRange) -> Iterator[pa.RecordBatch]:
     validated = _validated(raw, part.validation)
     if part.landing is None:
         return validated
-    from jobs.stream.landing import counted_in, land_partition
+    from jobs.stream.landing import land_partition, owned_in, task_claim
     from jobs.stream.sink import TABLES
     from jobs.stream.worker_gc import returning_freed_memory
 
     return returning_freed_memory(
-        land_partition(validated, part.landing.lake, TABLES, counted_in(part.landing.dsn))
+        land_partition(
+            validated, part.landing.lake, TABLES, owned_in(part.landing.dsn, task_claim())
+        )
     )
 
 

@@ -250,6 +250,41 @@ def metric_csv(valid: pa.Table) -> pa.Buffer:
     return sink.getvalue()
 
 
+def minute_sums(fresh: pa.Table) -> pa.Table:
+    """Per (tenant, minute of event time, event type) of ``fresh`` (the batch's new events, one
+    row each): events, the sum of order amounts and of item quantities (0 where none), as the
+    counting statement's ``per_minute`` sums ``batch_events``."""
+    rows = pa.table(
+        {
+            "tenant_id": fresh.column("tenant_id"),
+            "minute": pc.floor_temporal(fresh.column("event_time"), unit="minute"),
+            "event_type": fresh.column("event_type"),
+            "amount": fresh.column("order_total_amount"),
+            "items": fresh.column("item_quantity"),
+        }
+    )
+    grouped = rows.group_by(["tenant_id", "minute", "event_type"], use_threads=False).aggregate(
+        [([], "count_all"), ("amount", "sum"), ("items", "sum")]
+    )
+    return pa.table(
+        {
+            "tenant_id": grouped.column("tenant_id"),
+            "minute": grouped.column("minute"),
+            "event_type": grouped.column("event_type"),
+            "events": grouped.column("count_all"),
+            "amount": pc.fill_null(grouped.column("amount_sum"), 0),
+            "items": pc.fill_null(grouped.column("items_sum"), 0),
+        }
+    )
+
+
+def minute_sums_csv(fresh: pa.Table) -> pa.Buffer:
+    """``minute_sums(fresh)`` as CSV for ``COPY ... (FORMAT csv)`` (as ``metric_csv`` writes)."""
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(minute_sums(fresh), sink, pa_csv.WriteOptions(include_header=False))
+    return sink.getvalue()
+
+
 def quarantine_counts(quarantined: pa.Table) -> list[tuple[str, date, str, int]]:
     """(tenant, ingest day, reason, messages) of a batch's quarantined rows.
 

@@ -98,6 +98,9 @@ class BatchResult:
     quarantined_rows: int
     skipped_postgres: bool
     skipped_tables: tuple[str, ...]
+    # Whether the new events were the keys the batch's tasks claimed (else the driver's
+    # transaction claimed them, or PostgreSQL had recorded the batch already).
+    claimed_by_tasks: bool = False
 
 
 @dataclass(frozen=True)
@@ -213,15 +216,17 @@ class LakeSink:
         table: pa.Table,
         quarantined: pa.Table,
         started: float,
-    ) -> tuple[bool, int]:
-        """Count the batch's new events once; return (already committed, new event count)."""
+        claimed: pa.Table | None = None,
+    ) -> tuple[bool, int, bool]:
+        """Count the batch's new events once; return (already committed, new event count,
+        whether they are the tasks' ``claimed`` rows)."""
         conn = self._connection()
         try:
             done = postgres_step.committed_new_events(conn, self.app_id, batch_id)
             if done is not None:
-                return True, done
+                return True, done, False
             offsets = end_offsets(table, self._last_offsets(conn))
-            new_events = postgres_step.count_batch(
+            new_events, by_tasks = postgres_step.count_batch(
                 conn,
                 app_id=self.app_id,
                 job=self.job,
@@ -232,12 +237,13 @@ class LakeSink:
                 offsets=offsets,
                 entry_sizes=entry_sizes(table),
                 started=started,
+                claimed=claimed,
             )
         except BaseException:
             self._drop_connection()
             raise
         self._offsets = offsets
-        return False, new_events
+        return False, new_events, by_tasks
 
     def _new_keys(self, batch_id: int) -> set[tuple[str, str]] | pa.Table:
         try:
@@ -247,16 +253,20 @@ class LakeSink:
             raise
 
     # -- the batch -------------------------------------------------------------------------
-    def plan_batch(self, summary: pa.Table, batch_id: int) -> BatchPlan:
+    def plan_batch(
+        self, summary: pa.Table, batch_id: int, claimed: pa.Array | None = None
+    ) -> BatchPlan:
         """Run the PostgreSQL step of a batch (``summary``: its ``SUMMARY_SCHEMA`` rows in batch
-        order) and choose what its Delta files hold."""
+        order) and choose what its Delta files hold. ``claimed`` marks the rows whose keys the
+        batch's tasks claimed (``jobs.stream.landing``), None when no task claimed."""
         started = time.monotonic()
         status = summary.column("status")
         valid_all = summary.filter(pc.equal(status, VALID))
         quarantined = summary.filter(pc.equal(status, QUARANTINED))
         valid = valid_all.take(first_occurrences(valid_all))
-        skipped_pg, new_events = self._write_postgres(
-            valid, batch_id, summary, quarantined, started
+        claimed_rows = None if claimed is None else summary.filter(claimed)
+        skipped_pg, new_events, by_tasks = self._write_postgres(
+            valid, batch_id, summary, quarantined, started, claimed_rows
         )
         pending = tuple(
             name
@@ -265,7 +275,10 @@ class LakeSink:
         )
         chosen = NO_MESSAGES
         if SILVER in pending or ITEMS in pending:
-            if not skipped_pg and new_events == valid.num_rows:
+            if by_tasks and claimed_rows is not None:
+                # PostgreSQL holds exactly these claims for the batch: they are its new keys.
+                chosen = claimed_rows.select(MESSAGE_KEY).combine_chunks()
+            elif not skipped_pg and new_events == valid.num_rows:
                 # This very transaction found every one of the batch's distinct keys new: they
                 # are the keys it recorded, so reading them back would return all of them.
                 chosen = valid.select(MESSAGE_KEY).combine_chunks()
@@ -279,6 +292,7 @@ class LakeSink:
             quarantined.num_rows,
             skipped_pg,
             tuple(name for name in TABLES if name not in pending),
+            by_tasks,
         )
         return BatchPlan(result, pending, chosen)
 

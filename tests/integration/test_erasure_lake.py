@@ -88,8 +88,14 @@ class LakeOnlySink(LakeSink):
         self._fresh: dict[int, set[tuple[str, str]]] = {}
 
     def _write_postgres(
-        self, valid: pa.Table, batch_id: int, table: pa.Table, quarantined: pa.Table, started: float
-    ) -> tuple[bool, int]:
+        self,
+        valid: pa.Table,
+        batch_id: int,
+        table: pa.Table,
+        quarantined: pa.Table,
+        started: float,
+        claimed: pa.Table | None = None,
+    ) -> tuple[bool, int, bool]:
         keys = set(
             zip(
                 valid.column("tenant_id").to_pylist(),
@@ -100,7 +106,7 @@ class LakeOnlySink(LakeSink):
         fresh = keys - self._seen
         self._seen |= fresh
         self._fresh[batch_id] = fresh
-        return False, len(fresh)
+        return False, len(fresh), False
 
     def _new_keys(self, batch_id: int) -> set[tuple[str, str]]:
         return self._fresh[batch_id]

@@ -53,9 +53,16 @@ def test_stream_writes_exactly_the_distinct_valid_events(
     with connect(settings) as conn:
         batches = conn.execute("SELECT count(*), sum(new_events) FROM stream_batches").fetchone()
         heartbeat = conn.execute("SELECT batch_id, input_rows FROM stream_heartbeat").fetchone()
+        # The tasks claimed every key before their batch's transaction: keys the driver's
+        # statement claims carry that transaction's now(), the batch's committed_at.
+        claims = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE k.first_seen_at < b.committed_at) "
+            "FROM stream_event_keys k JOIN stream_batches b USING (app_id, batch_id)"
+        ).fetchone()
     assert batches is not None and batches[0] >= 2, "admission control should split the backlog"
     assert batches[1] == sum(len(ids) for ids in reference.silver_ids.values())
     assert heartbeat is not None and heartbeat[0] == batches[0] - 1
+    assert claims == (batches[1], batches[1])
 
 
 def test_batches_after_the_first_keep_to_the_limit(

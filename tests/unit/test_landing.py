@@ -81,14 +81,14 @@ def _rows(lake: Path, name: str, files: list[dict[str, object]]) -> list[dict[st
 def _land(
     parts: list[pa.Table], lake: Path, counted: set[Key], chosen: pa.Table, pending: tuple[str, ...]
 ) -> list[dict[str, object]]:
-    def lookup(tenant: str, ids: list[str]) -> set[str]:
-        return {e for e in ids if (tenant, e) in counted}
+    def owned(tenant: str, ids: list[str]) -> set[str]:
+        return {e for e in ids if (tenant, e) not in counted}
 
     landed = pa.Table.from_batches(
         [
             b
             for part in parts
-            for b in land_partition(iter(part.to_batches()), Location.of(lake), TABLES, lookup)
+            for b in land_partition(iter(part.to_batches()), Location.of(lake), TABLES, owned)
         ]
     )
     return settle_candidates(split_landed(landed), chosen, pending, Location.of(lake), PARTITIONS)
@@ -158,10 +158,10 @@ def _land_split(
     for n, half in enumerate(halves):
         counted = first_keys if n else set()
 
-        def lookup(tenant: str, ids: list[str], counted: set[Key] = counted) -> set[str]:
-            return {e for e in ids if (tenant, e) in counted}
+        def owned(tenant: str, ids: list[str], counted: set[Key] = counted) -> set[str]:
+            return {e for e in ids if (tenant, e) not in counted}
 
-        landed += list(land_partition(iter(half.to_batches()), Location.of(lake), TABLES, lookup))
+        landed += list(land_partition(iter(half.to_batches()), Location.of(lake), TABLES, owned))
     return settle_candidates(
         split_landed(pa.Table.from_batches(landed)), chosen, TABLES, Location.of(lake), PARTITIONS
     )

@@ -285,10 +285,16 @@ class _NoPostgres(LakeSink):
         self.read_back = 0
 
     def _write_postgres(
-        self, valid: pa.Table, batch_id: int, table: pa.Table, quarantined: pa.Table, started: float
-    ) -> tuple[bool, int]:
+        self,
+        valid: pa.Table,
+        batch_id: int,
+        table: pa.Table,
+        quarantined: pa.Table,
+        started: float,
+        claimed: pa.Table | None = None,
+    ) -> tuple[bool, int, bool]:
         self.counted = valid
-        return False, len(self.fresh)
+        return False, len(self.fresh), False
 
     def _new_keys(self, batch_id: int) -> set[tuple[str, str]]:
         self.read_back += 1
@@ -400,6 +406,7 @@ def _run_record(
         quarantined_rows=1,
         skipped_postgres=False,
         skipped_tables=("bronze",),
+        claimed_by_tasks=True,
     )
     with monkeypatch.context() as patch:
         patch.setattr(module, "metrics", _fake_metrics(calls))
