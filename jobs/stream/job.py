@@ -25,6 +25,7 @@ from include.lake.storage import Location, as_location
 from include.settings import Settings
 from jobs.stream import metrics
 from jobs.stream.landing import Claim, claim_for, settle_candidates, split_landed
+from jobs.stream.planning_workers import stop_planning_workers
 from jobs.stream.pulsar_source import Landing, landing_source
 from jobs.stream.repair import repair_unfinished_batches
 from jobs.stream.shaping import batch_figures
@@ -138,7 +139,12 @@ def start_stream(
     # A batch an earlier checkpoint left half-written would otherwise never reach Delta.
     repair_unfinished_batches(settings, sink.app_id)
 
+    planned: list[list[str]] = []
+
     def write(frame: DataFrame, batch_id: int) -> None:
+        if not planned:
+            # The query is planned and no task runs yet: its planning processes are done.
+            planned.append(stop_planning_workers(frame.sparkSession.sparkContext))
         started = time.monotonic()
         phases: dict[str, float] = {}
         summary, result = write_micro_batch(sink, frame, batch_id, phases)

@@ -283,3 +283,39 @@ def test_the_task_workers_never_import_pandas(
         maps = Path(f"/proc/{worker.pid}/maps").read_text()
         assert "pyarrow/libarrow" in maps, worker.cmdline()  # the check sees the libraries
         assert "pandas/_libs" not in maps, f"pandas loaded in {worker.pid} {worker.cmdline()}"
+
+
+def _planning_processes() -> list[Any]:
+    import psutil
+
+    from jobs.stream.planning_workers import PLANNING_MODULES
+
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # exited, or a zombie of an earlier test
+            command = " ".join(process.cmdline())
+            if process.status() != psutil.STATUS_ZOMBIE and any(
+                m in command for m in PLANNING_MODULES
+            ):
+                found.append(process)
+    return found
+
+
+def test_the_planning_processes_end_once_the_query_runs_and_planning_again_works(
+    spark: SparkSession, stream_settings: Settings
+) -> None:
+    # PySpark keeps each planning daemon for the application's life (and its idle workers for
+    # a minute); the stream ends them at its first batch. A second query plans anew.
+    settings = stream_settings
+    tenants = ["planned_once"]
+    merchants = register(settings, tenants)
+    topics = [topic_for(t, settings.topic_template) for t in tenants]
+    reference = Reference()
+    publish_mix(settings, merchants, 2_000, seed=31, reference=reference)
+    run_stream_until_consumed(spark, settings, topics, reference)
+    assert_end_state(settings, reference, tenants)
+    assert _planning_processes() == []
+    publish_mix(settings, merchants, 1_000, seed=32, reference=reference)
+    run_stream_until_consumed(spark, settings, topics, reference)
+    assert_end_state(settings, reference, tenants)
+    assert _planning_processes() == []
