@@ -120,17 +120,9 @@ def test_the_counting_statement_counts_each_key_once_into_minutes_and_slots(
     minute and slot sums is what counting each (tenant, event id) at its first batch gives,
     computed here in Python from the rows."""
     import psycopg
-    import pyarrow as pa
 
-    table = random_batch(random.Random(seed), 4_000, distinct_events=1_500)
-    summary = pa.Table.from_batches([summarize(b) for b in table.to_batches()], SUMMARY_SCHEMA)
-    valid = ref.plan_valid(summary)
-    for column in ("event_id", "tenant_id", "event_type", "event_time"):  # never null in valid
-        valid = valid.filter(pc.is_valid(valid[column]))
-    assert pc.sum(pc.is_null(valid.column("order_total_amount"))).as_py() > 0
     # Keys no other test counted: the batches overlap only where the slices do.
-    ids = pa.array([str(uuid.uuid4()) for _ in range(valid.num_rows)], pa.string())
-    valid = valid.set_column(valid.schema.get_field_index("event_id"), "event_id", ids)
+    valid = _distinct_valid(seed)
     third = valid.num_rows // 3
     batches = [valid.slice(0, 2 * third), valid.slice(third), valid]
 

@@ -261,8 +261,6 @@ def test_the_task_workers_never_import_pandas(
 ) -> None:
     # pyarrow imports pandas to ask whether a Python list is a pandas object (38 MiB in each
     # task worker); the workers' daemon answers that question before it forks them.
-    import psutil
-
     settings = stream_settings
     tenants = ["pandas_free"]
     merchants = register(settings, tenants)
@@ -273,11 +271,7 @@ def test_the_task_workers_never_import_pandas(
     )
     assert_end_state(settings, reference, tenants)
     # The daemon and the workers it forked (idle workers stay for a minute after their task).
-    workers = []
-    for process in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):  # exited, or a zombie of an earlier test
-            if "-m jobs.stream.worker_daemon" in " ".join(process.cmdline()):
-                workers.append(process)
+    workers = _processes_running("-m jobs.stream.worker_daemon")
     assert len(workers) >= 2, [p.cmdline() for p in workers]
     for worker in workers:
         maps = Path(f"/proc/{worker.pid}/maps").read_text()
@@ -285,20 +279,23 @@ def test_the_task_workers_never_import_pandas(
         assert "pandas/_libs" not in maps, f"pandas loaded in {worker.pid} {worker.cmdline()}"
 
 
-def _planning_processes() -> list[Any]:
+def _processes_running(*commands: str) -> list[Any]:
+    """This process's live descendants whose command line holds one of ``commands``."""
     import psutil
-
-    from jobs.stream.planning_workers import PLANNING_MODULES
 
     found = []
     for process in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):  # exited, or a zombie of an earlier test
             command = " ".join(process.cmdline())
-            if process.status() != psutil.STATUS_ZOMBIE and any(
-                m in command for m in PLANNING_MODULES
-            ):
+            if process.status() != psutil.STATUS_ZOMBIE and any(c in command for c in commands):
                 found.append(process)
     return found
+
+
+def _planning_processes() -> list[Any]:
+    from jobs.stream.planning_workers import PLANNING_MODULES
+
+    return _processes_running(*PLANNING_MODULES)
 
 
 def test_the_planning_processes_end_once_the_query_runs_and_planning_again_works(
