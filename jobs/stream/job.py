@@ -139,12 +139,14 @@ def start_stream(
     # A batch an earlier checkpoint left half-written would otherwise never reach Delta.
     repair_unfinished_batches(settings, sink.app_id)
 
-    planned: list[list[str]] = []
+    first_batch = True
 
     def write(frame: DataFrame, batch_id: int) -> None:
-        if not planned:
+        nonlocal first_batch
+        if first_batch:
             # The query is planned and no task runs yet: its planning processes are done.
-            planned.append(stop_planning_workers(frame.sparkSession.sparkContext))
+            stop_planning_workers(frame.sparkSession.sparkContext)
+            first_batch = False
         started = time.monotonic()
         phases: dict[str, float] = {}
         summary, result = write_micro_batch(sink, frame, batch_id, phases)
